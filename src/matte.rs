@@ -1,0 +1,402 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Model output -> output frame.
+//!
+//! The prediction is min-max normalised per frame (never per batch: that
+//! would make one frame's mask depend on its neighbours) and truncated to u8,
+//! as rembg does; the u8 mask is scaled to the frame's size with Lanczos3, as
+//! Pillow's LANCZOS; then the output is built as the mode says.
+
+use fast_image_resize::pixels::U8;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
+
+use crate::image_view::{LayoutError, StridedImage, StridedImageMut, check_bytes};
+use crate::prep::Frame;
+
+/// What the output frame holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// RGBA: the source pixel where the mask is above the threshold, else the
+    /// fill colour (u2net-fast's apply_mask).
+    #[default]
+    Composite,
+    /// GRAY8: the soft mask (rembg's only_mask, u2net-fast's apply_mask=False).
+    Mask,
+    /// RGBA: the source colour with the soft mask as alpha (rembg's cut-out,
+    /// without darkening the colour at the edges).
+    Alpha,
+}
+
+/// Settings of the composite mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Composite {
+    /// Mask values strictly above `threshold` x 255 keep the source pixel.
+    pub threshold: f64,
+    /// Fill colour as 0xAARRGGBB.
+    pub fill_argb: u32,
+}
+
+impl Default for Composite {
+    fn default() -> Self {
+        Self {
+            threshold: 0.5,
+            fill_argb: 0,
+        }
+    }
+}
+
+/// Min-max normalises one frame's prediction into u8, truncating as numpy's
+/// `astype(uint8)` does. A flat prediction gives an all-zero mask.
+pub fn prediction_to_mask(prediction: &[f32], mask: &mut [u8]) {
+    let (min, max) = prediction
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let range = max - min;
+    if !(range > 0.0 && range.is_finite()) {
+        mask.fill(0);
+        return;
+    }
+    for (m, &p) in mask.iter_mut().zip(prediction) {
+        // `as u8` saturates and maps NaN to 0.
+        *m = ((p - min) / range * 255.0) as u8;
+    }
+}
+
+/// A writable output frame.
+pub struct OutFrame<'a> {
+    pub data: &'a mut [u8],
+    pub width: u32,
+    pub height: u32,
+    pub stride: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatteError {
+    #[error("output frame does not fit its buffer: {0}")]
+    Layout(#[from] LayoutError),
+    #[error("input frame is {input_w}x{input_h}, output frame {output_w}x{output_h}")]
+    SizeMismatch {
+        input_w: u32,
+        input_h: u32,
+        output_w: u32,
+        output_h: u32,
+    },
+    #[error("mode {0:?} needs the input frame")]
+    NoInput(Mode),
+    #[error("resizing the mask failed: {0}")]
+    Resize(String),
+}
+
+/// Builds output frames; keeps its scratch buffers between frames.
+#[derive(Default)]
+pub struct Matter {
+    resizer: Resizer,
+    /// The full-size mask, for the RGBA modes.
+    mask: Vec<u8>,
+}
+
+impl Matter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes the output of `mode` for one frame.
+    ///
+    /// `small_mask` is the model-size u8 mask (`small_width` x `small_height`),
+    /// `input` the source frame (not needed for `Mode::Mask`).
+    pub fn render(
+        &mut self,
+        mode: Mode,
+        small_mask: &[u8],
+        small_size: (u32, u32),
+        input: Option<&Frame>,
+        out: OutFrame,
+        composite: Composite,
+    ) -> Result<(), MatteError> {
+        if mode == Mode::Mask {
+            let mut dst = StridedImageMut::<U8>::new(out.data, out.width, out.height, out.stride)?;
+            return self.scale_mask(small_mask, small_size, &mut dst);
+        }
+        let input = input.ok_or(MatteError::NoInput(mode))?;
+        if (input.width, input.height) != (out.width, out.height) {
+            return Err(MatteError::SizeMismatch {
+                input_w: input.width,
+                input_h: input.height,
+                output_w: out.width,
+                output_h: out.height,
+            });
+        }
+        let (w, h) = (out.width, out.height);
+        check_bytes(
+            w,
+            h,
+            input.stride,
+            input.layout.bytes_per_pixel,
+            input.data.len(),
+        )?;
+        check_bytes(w, h, out.stride, 4, out.data.len())?;
+        self.mask.resize(w as usize * h as usize, 0);
+        let mut mask = std::mem::take(&mut self.mask);
+        let scaled = StridedImageMut::<U8>::new(&mut mask, w, h, w as usize)
+            .map_err(MatteError::from)
+            .and_then(|mut dst| self.scale_mask(small_mask, small_size, &mut dst));
+        if scaled.is_ok() {
+            match mode {
+                Mode::Alpha => cut_out(input, &mask, out),
+                _ => fill_background(input, &mask, out, composite),
+            }
+        }
+        self.mask = mask;
+        scaled
+    }
+
+    /// Scales a model-size mask to `dst`'s size with Lanczos3.
+    pub fn scale_mask(
+        &mut self,
+        small_mask: &[u8],
+        (small_w, small_h): (u32, u32),
+        dst: &mut StridedImageMut<U8>,
+    ) -> Result<(), MatteError> {
+        let src = StridedImage::<U8>::new(small_mask, small_w, small_h, small_w as usize)?;
+        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
+        self.resizer
+            .resize_typed(&src, dst, &options)
+            .map_err(|e| MatteError::Resize(e.to_string()))
+    }
+}
+
+/// RGBA rows of `out`, each `width` pixels long.
+fn out_rows<'a>(out: OutFrame<'a>) -> impl Iterator<Item = &'a mut [u8]> {
+    let row = out.width as usize * 4;
+    out.data
+        .chunks_mut(out.stride)
+        .take(out.height as usize)
+        .map(move |r| &mut r[..row])
+}
+
+fn input_rows<'a>(input: &Frame<'a>) -> impl Iterator<Item = &'a [u8]> {
+    let row = input.width as usize * input.layout.bytes_per_pixel;
+    input
+        .data
+        .chunks(input.stride)
+        .take(input.height as usize)
+        .map(move |r| &r[..row])
+}
+
+/// Source colour, soft mask as alpha.
+fn cut_out(input: &Frame, mask: &[u8], out: OutFrame) {
+    let layout = input.layout;
+    let [ri, gi, bi] = layout.rgb;
+    let width = input.width as usize;
+    for ((src, dst), m) in input_rows(input)
+        .zip(out_rows(out))
+        .zip(mask.chunks_exact(width))
+    {
+        for ((s, d), &a) in src
+            .chunks_exact(layout.bytes_per_pixel)
+            .zip(dst.chunks_exact_mut(4))
+            .zip(m)
+        {
+            d.copy_from_slice(&[s[ri], s[gi], s[bi], a]);
+        }
+    }
+}
+
+/// Source pixel where the mask is above the threshold, fill colour elsewhere.
+fn fill_background(input: &Frame, mask: &[u8], out: OutFrame, composite: Composite) {
+    let keep: [bool; 256] = std::array::from_fn(|m| m as f64 / 255.0 > composite.threshold);
+    let [a, r, g, b] = composite.fill_argb.to_be_bytes();
+    let fill = [r, g, b, a];
+    let layout = input.layout;
+    let [ri, gi, bi] = layout.rgb;
+    let width = input.width as usize;
+    for ((src, dst), m) in input_rows(input)
+        .zip(out_rows(out))
+        .zip(mask.chunks_exact(width))
+    {
+        for ((s, d), &mv) in src
+            .chunks_exact(layout.bytes_per_pixel)
+            .zip(dst.chunks_exact_mut(4))
+            .zip(m)
+        {
+            let px = if keep[mv as usize] {
+                [s[ri], s[gi], s[bi], layout.alpha.map_or(255, |ai| s[ai])]
+            } else {
+                fill
+            };
+            d.copy_from_slice(&px);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prep::PixelLayout;
+
+    #[test]
+    fn prediction_is_min_max_normalised_and_truncated() {
+        let pred = [0.25f32, 0.5, 1.25, 0.25 + 0.003];
+        let mut mask = [0u8; 4];
+        prediction_to_mask(&pred, &mut mask);
+        // (0.25 / 1.0) * 255 = 63.75 -> 63; 0.003 * 255 = 0.765 -> 0.
+        assert_eq!(mask, [0, 63, 255, 0]);
+    }
+
+    #[test]
+    fn flat_prediction_gives_zero_mask() {
+        let mut mask = [9u8; 3];
+        prediction_to_mask(&[0.7; 3], &mut mask);
+        assert_eq!(mask, [0, 0, 0]);
+        prediction_to_mask(&[f32::NAN, 1.0, 2.0], &mut mask);
+        assert_eq!(mask[1..], [0, 255]);
+    }
+
+    fn frame_2x2(layout: PixelLayout, stride: usize) -> Vec<u8> {
+        let mut data = vec![0u8; stride * 2];
+        let colours = [[10u8, 20, 30], [40, 50, 60], [70, 80, 90], [100, 110, 120]];
+        for y in 0..2 {
+            for x in 0..2 {
+                let px = &mut data[y * stride + x * layout.bytes_per_pixel..];
+                for c in 0..3 {
+                    px[layout.rgb[c]] = colours[y * 2 + x][c];
+                }
+                if let Some(a) = layout.alpha {
+                    px[a] = 200;
+                }
+            }
+        }
+        data
+    }
+
+    #[test]
+    fn composite_keeps_pixels_above_threshold_and_fills_the_rest() {
+        // A 2x2 mask at the output size is copied as is by the scaler.
+        let small = [255u8, 0, 128, 127];
+        for (layout, alpha) in [(PixelLayout::BGRX, 255u8), (PixelLayout::ARGB, 200)] {
+            let input_data = frame_2x2(layout, 12);
+            let input = Frame {
+                data: &input_data,
+                width: 2,
+                height: 2,
+                stride: 12,
+                layout,
+            };
+            let mut out = vec![0u8; 2 * 12];
+            let mut m = Matter::new();
+            m.render(
+                Mode::Composite,
+                &small,
+                (2, 2),
+                Some(&input),
+                OutFrame {
+                    data: &mut out,
+                    width: 2,
+                    height: 2,
+                    stride: 12,
+                },
+                Composite {
+                    threshold: 0.5,
+                    fill_argb: 0x80FF0102,
+                },
+            )
+            .unwrap();
+            assert_eq!(out[0..4], [10, 20, 30, alpha]);
+            assert_eq!(out[4..8], [0xFF, 0x01, 0x02, 0x80]);
+            // 128/255 > 0.5, 127/255 is not.
+            assert_eq!(out[12..16], [70, 80, 90, alpha]);
+            assert_eq!(out[16..20], [0xFF, 0x01, 0x02, 0x80]);
+        }
+    }
+
+    #[test]
+    fn alpha_mode_puts_the_soft_mask_in_alpha() {
+        let small = [255u8, 0, 128, 7];
+        let input_data = frame_2x2(PixelLayout::RGB, 8);
+        let input = Frame {
+            data: &input_data,
+            width: 2,
+            height: 2,
+            stride: 8,
+            layout: PixelLayout::RGB,
+        };
+        let mut out = vec![0u8; 16];
+        Matter::new()
+            .render(
+                Mode::Alpha,
+                &small,
+                (2, 2),
+                Some(&input),
+                OutFrame {
+                    data: &mut out,
+                    width: 2,
+                    height: 2,
+                    stride: 8,
+                },
+                Composite::default(),
+            )
+            .unwrap();
+        assert_eq!(
+            out,
+            [
+                10, 20, 30, 255, 40, 50, 60, 0, 70, 80, 90, 128, 100, 110, 120, 7
+            ]
+        );
+    }
+
+    #[test]
+    fn mask_mode_scales_into_a_padded_gray_frame() {
+        // Upscaling a flat mask keeps it flat and leaves the padding alone.
+        let small = [77u8; 4 * 4];
+        let mut out = vec![1u8; 8 * 3];
+        Matter::new()
+            .render(
+                Mode::Mask,
+                &small,
+                (4, 4),
+                None,
+                OutFrame {
+                    data: &mut out,
+                    width: 7,
+                    height: 3,
+                    stride: 8,
+                },
+                Composite::default(),
+            )
+            .unwrap();
+        for row in out.chunks(8) {
+            assert_eq!(row[..7], [77; 7]);
+            assert_eq!(row[7], 1);
+        }
+    }
+
+    #[test]
+    fn size_mismatch_is_reported() {
+        let input_data = frame_2x2(PixelLayout::RGB, 8);
+        let input = Frame {
+            data: &input_data,
+            width: 2,
+            height: 2,
+            stride: 8,
+            layout: PixelLayout::RGB,
+        };
+        let mut out = vec![0u8; 64];
+        let e = Matter::new()
+            .render(
+                Mode::Alpha,
+                &[0; 4],
+                (2, 2),
+                Some(&input),
+                OutFrame {
+                    data: &mut out,
+                    width: 3,
+                    height: 2,
+                    stride: 12,
+                },
+                Composite::default(),
+            )
+            .unwrap_err();
+        assert!(matches!(e, MatteError::SizeMismatch { .. }));
+    }
+}

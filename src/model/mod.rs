@@ -1,0 +1,337 @@
+// SPDX-License-Identifier: MPL-2.0
+//! A U2Net-family model in an ONNX Runtime session: loading, provider choice,
+//! and batch -> masks. No GStreamer types here.
+
+pub mod graph;
+pub mod names;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ort::session::{RunOptions, Session, builder::GraphOptimizationLevel};
+use ort::value::TensorRef;
+
+use crate::matte::prediction_to_mask;
+use crate::prep::Normalization;
+use crate::runtime::Runtime;
+
+/// The input size rembg uses for U2Net models whose size is not fixed.
+pub const DEFAULT_INPUT_SIZE: (u32, u32) = (320, 320);
+
+/// Which execution provider to ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    /// CUDA when it can be used, else the CPU.
+    #[default]
+    Auto,
+    /// CUDA or an error.
+    Cuda,
+    Cpu,
+}
+
+/// The execution provider a session actually runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderUsed {
+    Cpu,
+    Cuda { device_id: i32 },
+}
+
+impl std::fmt::Display for ProviderUsed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("CPU"),
+            Self::Cuda { device_id } => write!(f, "CUDA (device {device_id})"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelOptions {
+    pub provider: Provider,
+    pub device_id: i32,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        Self {
+            provider: Provider::Auto,
+            device_id: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("model file {path} could not be read: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("model file {path} is {reason}")]
+    Graph { path: PathBuf, reason: String },
+    #[error("ONNX Runtime could not load model {path}: {reason}")]
+    Session { path: PathBuf, reason: String },
+    #[error("provider=cuda but CUDA cannot be used: {0}")]
+    CudaUnavailable(String),
+    #[error("inference failed: {0}")]
+    Run(String),
+    #[error("inference was interrupted")]
+    Interrupted,
+    #[error("model output has shape {shape:?}, expected {batch} masks")]
+    OutputShape { shape: Vec<i64>, batch: usize },
+    #[error("batch input holds {got} values, {batch} frames need {needed}")]
+    InputSize {
+        got: usize,
+        batch: usize,
+        needed: usize,
+    },
+}
+
+/// A loaded model, ready to run batches.
+pub struct Model {
+    session: Session,
+    path: PathBuf,
+    input_name: String,
+    input_size: (u32, u32),
+    normalization: Normalization,
+    provider: ProviderUsed,
+    /// Shared so that another thread can interrupt a run (flushing).
+    interrupt: Arc<InterruptState>,
+    /// Set when `provider=auto` fell back to the CPU, with the reason.
+    fallback_reason: Option<String>,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("input_size", &self.input_size)
+            .field("provider", &self.provider)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Loads `path`, checks that it is U2Net-shaped, makes its batch
+    /// dimension symbolic and opens a session on the provider asked for.
+    pub fn load(
+        runtime: &Runtime,
+        path: &Path,
+        options: &ModelOptions,
+    ) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|e| ModelError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        let prepared = graph::prepare(&bytes).map_err(|e| ModelError::Graph {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        drop(bytes);
+        let input_size = prepared.signature.input_size.unwrap_or(DEFAULT_INPUT_SIZE);
+
+        let session_error = |e: ort::Error| ModelError::Session {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        };
+        let (session, provider, fallback_reason) = match options.provider {
+            Provider::Cpu => (
+                cpu_session(runtime, &prepared.bytes).map_err(session_error)?,
+                ProviderUsed::Cpu,
+                None,
+            ),
+            Provider::Cuda => (
+                cuda_session(runtime, &prepared.bytes, options.device_id)
+                    .map_err(|e| ModelError::CudaUnavailable(e.to_string()))?,
+                ProviderUsed::Cuda {
+                    device_id: options.device_id,
+                },
+                None,
+            ),
+            Provider::Auto => match cuda_session(runtime, &prepared.bytes, options.device_id) {
+                Ok(session) => (
+                    session,
+                    ProviderUsed::Cuda {
+                        device_id: options.device_id,
+                    },
+                    None,
+                ),
+                Err(e) => (
+                    cpu_session(runtime, &prepared.bytes).map_err(session_error)?,
+                    ProviderUsed::Cpu,
+                    Some(e.to_string()),
+                ),
+            },
+        };
+        let run_options = RunOptions::new().map_err(session_error)?;
+        let interrupt = Arc::new(InterruptState {
+            run_options,
+            interrupted: AtomicBool::new(false),
+        });
+
+        Ok(Self {
+            session,
+            path: path.to_path_buf(),
+            input_name: prepared.signature.input_name,
+            input_size,
+            normalization: normalization_for(path, input_size),
+            provider,
+            interrupt,
+            fallback_reason,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Input (height, width).
+    pub fn input_size(&self) -> (u32, u32) {
+        self.input_size
+    }
+
+    /// Values in one frame's input tensor.
+    pub fn frame_len(&self) -> usize {
+        3 * self.input_size.0 as usize * self.input_size.1 as usize
+    }
+
+    pub fn normalization(&self) -> Normalization {
+        self.normalization
+    }
+
+    pub fn provider(&self) -> ProviderUsed {
+        self.provider
+    }
+
+    /// Why `provider=auto` runs on the CPU, if it does.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
+    }
+
+    /// A handle that interrupts a run in progress from another thread.
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter(self.interrupt.clone())
+    }
+
+    /// Runs `batch` prepared frames (`batch x frame_len()` values) and writes
+    /// each frame's u8 mask, min-max normalised on its own, to `masks`.
+    /// Returns the masks' (height, width).
+    pub fn run(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        masks: &mut Vec<u8>,
+    ) -> Result<(u32, u32), ModelError> {
+        let needed = batch * self.frame_len();
+        if batch == 0 || input.len() < needed {
+            return Err(ModelError::InputSize {
+                got: input.len(),
+                batch,
+                needed,
+            });
+        }
+        let (h, w) = self.input_size;
+        let shape = [batch as i64, 3, i64::from(h), i64::from(w)];
+        let tensor = TensorRef::from_array_view((shape, &input[..needed]))
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        let outputs = self
+            .session
+            .run_with_options(
+                ort::inputs![self.input_name.as_str() => tensor],
+                &self.interrupt.run_options,
+            )
+            .map_err(|e| {
+                if self.interrupt.interrupted.load(Ordering::SeqCst) {
+                    ModelError::Interrupted
+                } else {
+                    ModelError::Run(e.to_string())
+                }
+            })?;
+        let (out_shape, data) = outputs[0]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| ModelError::Run(e.to_string()))?;
+        let dims: Vec<i64> = out_shape.iter().copied().collect();
+        let shape_error = || ModelError::OutputShape {
+            shape: dims.clone(),
+            batch,
+        };
+        let (mh, mw) = match dims.as_slice() {
+            [n, 1, mh, mw] | [n, mh, mw] if *n == batch as i64 => (*mh, *mw),
+            _ => return Err(shape_error()),
+        };
+        let (mh, mw) = (
+            u32::try_from(mh).map_err(|_| shape_error())?,
+            u32::try_from(mw).map_err(|_| shape_error())?,
+        );
+        let plane = mh as usize * mw as usize;
+        if plane == 0 || data.len() != batch * plane {
+            return Err(shape_error());
+        }
+        masks.resize(batch * plane, 0);
+        for (prediction, mask) in data.chunks_exact(plane).zip(masks.chunks_exact_mut(plane)) {
+            prediction_to_mask(prediction, mask);
+        }
+        Ok((mh, mw))
+    }
+}
+
+struct InterruptState {
+    run_options: RunOptions,
+    interrupted: AtomicBool,
+}
+
+/// Interrupts a model's run from another thread, and re-arms it.
+#[derive(Clone)]
+pub struct Interrupter(Arc<InterruptState>);
+
+impl Interrupter {
+    /// Makes the run in progress, and any later one, stop with
+    /// [`ModelError::Interrupted`] until [`Interrupter::rearm`].
+    pub fn interrupt(&self) {
+        self.0.interrupted.store(true, Ordering::SeqCst);
+        let _ = self.0.run_options.terminate();
+    }
+
+    pub fn rearm(&self) {
+        let _ = self.0.run_options.unterminate();
+        self.0.interrupted.store(false, Ordering::SeqCst);
+    }
+}
+
+/// rembg runs its ISNet models with other statistics than U2Net's.
+fn normalization_for(path: &Path, _input_size: (u32, u32)) -> Normalization {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
+    if stem.to_ascii_lowercase().starts_with("isnet") {
+        Normalization::ISNET
+    } else {
+        Normalization::IMAGENET
+    }
+}
+
+fn base_builder(runtime: &Runtime) -> ort::Result<ort::session::builder::SessionBuilder> {
+    Ok(Session::builder(runtime.environment())?
+        .with_optimization_level(GraphOptimizationLevel::All)?)
+}
+
+fn cpu_session(runtime: &Runtime, model: &[u8]) -> ort::Result<Session> {
+    base_builder(runtime)?.commit_from_memory(model)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_session(runtime: &Runtime, model: &[u8], device_id: i32) -> ort::Result<Session> {
+    let cuda = ort::ep::CUDA::default()
+        .with_device_id(device_id)
+        .build()
+        .error_on_failure();
+    base_builder(runtime)?
+        .with_execution_providers([cuda])?
+        .commit_from_memory(model)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_session(_runtime: &Runtime, _model: &[u8], _device_id: i32) -> ort::Result<Session> {
+    Err(ort::Error::new(
+        "this build of u2netmatte has no CUDA support (feature `cuda`)",
+    ))
+}

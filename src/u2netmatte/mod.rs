@@ -1,0 +1,82 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The `u2netmatte` element: wrapper type, its enums, registration.
+
+use gst::glib;
+use gst::prelude::*;
+
+pub mod caps;
+mod imp;
+mod queue;
+mod worker;
+
+/// What the element outputs (the `mode` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstU2NetMatteMode")]
+pub enum U2NetMatteMode {
+    #[default]
+    #[enum_value(
+        name = "Composite: RGBA, the source pixel where the mask is above threshold, else fill-color",
+        nick = "composite"
+    )]
+    Composite,
+    #[enum_value(name = "Mask: GRAY8, the soft mask", nick = "mask")]
+    Mask,
+    #[enum_value(
+        name = "Alpha: RGBA, the source with the soft mask as alpha",
+        nick = "alpha"
+    )]
+    Alpha,
+}
+
+impl From<U2NetMatteMode> for crate::matte::Mode {
+    fn from(mode: U2NetMatteMode) -> Self {
+        match mode {
+            U2NetMatteMode::Composite => Self::Composite,
+            U2NetMatteMode::Mask => Self::Mask,
+            U2NetMatteMode::Alpha => Self::Alpha,
+        }
+    }
+}
+
+/// Where inference runs (the `provider` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstU2NetMatteProvider")]
+pub enum U2NetMatteProvider {
+    #[default]
+    #[enum_value(
+        name = "Auto: CUDA when it can be used, else the CPU (with a warning)",
+        nick = "auto"
+    )]
+    Auto,
+    #[enum_value(name = "CUDA: fail if CUDA cannot be used", nick = "cuda")]
+    Cuda,
+    #[enum_value(name = "CPU", nick = "cpu")]
+    Cpu,
+}
+
+impl From<U2NetMatteProvider> for crate::model::Provider {
+    fn from(p: U2NetMatteProvider) -> Self {
+        match p {
+            U2NetMatteProvider::Auto => Self::Auto,
+            U2NetMatteProvider::Cuda => Self::Cuda,
+            U2NetMatteProvider::Cpu => Self::Cpu,
+        }
+    }
+}
+
+glib::wrapper! {
+    pub struct U2NetMatte(ObjectSubclass<imp::U2NetMatte>) @extends gst::Element, gst::Object;
+}
+
+pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    U2NetMatteMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    U2NetMatteProvider::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    gst::Element::register(
+        Some(plugin),
+        "u2netmatte",
+        gst::Rank::NONE,
+        U2NetMatte::static_type(),
+    )
+}
