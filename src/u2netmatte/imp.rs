@@ -13,7 +13,7 @@
  *
  * ## Example launch lines
  *
- * ```
+ * ```shell
  * gst-launch-1.0 multifilesrc location=in/%04d.png caps=image/png ! pngdec ! videoconvert ! \
  *     u2netmatte mode=alpha ! pngenc ! multifilesink location=out/%04d.png
  * gst-launch-1.0 v4l2src ! videoconvert ! u2netmatte batch-size=1 mode=composite \

@@ -1,0 +1,39 @@
+# u2netmatte: `make demo` and `make test` install what is missing and run.
+CARGO ?= cargo
+ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
+
+.PHONY: all setup build demo test lint bench rembg-masks clean
+
+all: build
+
+# GStreamer packages, ONNX Runtime, the U2NetP model and the demo photos,
+# each pinned and checksum-verified; quick when already there.
+setup:
+	scripts/setup.sh
+
+# The release plugin, with ONNX Runtime beside it where the plugin looks.
+build: setup
+	$(CARGO) build --release
+	install -m 0644 $(ORT_LIB) target/release/
+
+demo: build
+	scripts/demo.sh
+
+test: setup lint
+	$(CARGO) test --all-targets
+	$(CARGO) test --doc
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+# rembg's own masks of the demo photos (tests/data/rembg-u2netp), from rembg
+# 2.0.86 installed in .deps/rembg-venv.
+rembg-masks: setup
+	test -x .deps/rembg-venv/bin/python || python3 -m venv .deps/rembg-venv
+	.deps/rembg-venv/bin/pip install -q rembg==2.0.86 onnxruntime==1.31.1
+	.deps/rembg-venv/bin/python tests/data/make_rembg_masks.py
+
+clean:
+	$(CARGO) clean
+	rm -rf outputs

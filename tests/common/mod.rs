@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Helpers shared by the integration tests: plugin registration, synthetic
+//! scenes with known ground truth, frame packing and mask comparison.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+pub const TOP: &str = env!("CARGO_MANIFEST_DIR");
+
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gstu2netmatte::plugin_register_static().expect("u2netmatte registers");
+    });
+}
+
+/// A u2netmatte element with `props` set; enum properties may be given as
+/// their nick (`("mode", "mask".to_value())`).
+pub fn element(props: &[(&str, glib::Value)]) -> gst::Element {
+    init();
+    let el = gst::ElementFactory::make("u2netmatte")
+        .build()
+        .expect("u2netmatte can be made");
+    for (name, value) in props {
+        let pspec = el
+            .find_property(name)
+            .unwrap_or_else(|| panic!("no property {name}"));
+        match value.get::<&str>() {
+            Ok(s) if pspec.value_type() != glib::Type::STRING => el.set_property_from_str(name, s),
+            _ => el.set_property_from_value(name, value),
+        }
+    }
+    el
+}
+
+/// A playing harness around a u2netmatte element with `props`.
+pub fn harness(props: &[(&str, glib::Value)]) -> gst_check::Harness {
+    let el = element(props);
+    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
+    h.play();
+    h
+}
+
+/// Pulls events until EOS (each pull waits up to the harness' 60 s).
+#[track_caller]
+pub fn wait_for_eos(h: &mut gst_check::Harness) {
+    loop {
+        let ev = h.pull_event().expect("EOS was not forwarded");
+        if ev.type_() == gst::EventType::Eos {
+            return;
+        }
+    }
+}
+
+pub fn info(format: gst_video::VideoFormat, width: u32, height: u32) -> gst_video::VideoInfo {
+    init();
+    gst_video::VideoInfo::builder(format, width, height)
+        .fps(gst::Fraction::new(25, 1))
+        .build()
+        .unwrap()
+}
+
+/// A packed RGB picture and, per pixel, whether it belongs to the object.
+pub struct Scene {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+    pub truth: Vec<bool>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Shape {
+    Disc,
+    Box,
+}
+
+/// A coloured disc or box on a noisy gradient background.
+pub fn scene(width: u32, height: u32, shape: Shape, seed: u32) -> Scene {
+    let (w, h) = (width as f64, height as f64);
+    let (cx, cy) = (w * 0.5, h * 0.52);
+    let r = 0.3 * w.min(h);
+    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(12345);
+    let mut noise = move || {
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        (state % 41) as i32 - 20
+    };
+    let mut rgb = Vec::with_capacity((width * height * 3) as usize);
+    let mut truth = Vec::with_capacity((width * height) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            let (fx, fy) = (x as f64 + 0.5, y as f64 + 0.5);
+            let inside = match shape {
+                Shape::Disc => (fx - cx).powi(2) + (fy - cy).powi(2) <= r * r,
+                Shape::Box => (fx - cx).abs() <= r * 1.1 && (fy - cy).abs() <= r * 0.8,
+            };
+            let px = if inside {
+                [220, 40, 40]
+            } else {
+                let t = fx / w;
+                let u = fy / h;
+                let base = [40.0 + 50.0 * t, 90.0 + 70.0 * u, 140.0 + 60.0 * t];
+                base.map(|b| (b as i32 + noise()).clamp(0, 255) as u8)
+            };
+            rgb.extend_from_slice(&px);
+            truth.push(inside);
+        }
+    }
+    Scene {
+        width,
+        height,
+        rgb,
+        truth,
+    }
+}
+
+/// Lays packed RGB out as a frame of `info` (any of the input formats),
+/// with GStreamer's strides.
+pub fn frame_buffer(rgb: &[u8], info: &gst_video::VideoInfo) -> gst::Buffer {
+    let layout = gstu2netmatte::u2netmatte::caps::layout_of(info.format()).expect("input format");
+    let mut buffer = gst::Buffer::with_size(info.size()).unwrap();
+    {
+        let buffer = buffer.get_mut().unwrap();
+        let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, info).unwrap();
+        let stride = frame.plane_stride()[0] as usize;
+        let data = frame.plane_data_mut(0).unwrap();
+        let w = info.width() as usize;
+        for (y, src_row) in rgb.chunks_exact(w * 3).enumerate() {
+            let row = &mut data[y * stride..];
+            for (x, px) in src_row.chunks_exact(3).enumerate() {
+                let out = &mut row[x * layout.bytes_per_pixel..];
+                for c in 0..3 {
+                    out[layout.rgb[c]] = px[c];
+                }
+                if let Some(a) = layout.alpha {
+                    out[a] = 255;
+                }
+            }
+        }
+    }
+    buffer
+}
+
+/// The pixels of one plane, rows packed (stride removed).
+pub fn packed_plane(buffer: &gst::Buffer, info: &gst_video::VideoInfo) -> Vec<u8> {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).unwrap();
+    let stride = frame.plane_stride()[0] as usize;
+    let row = info.width() as usize * info.format_info().pixel_stride()[0] as usize;
+    let data = frame.plane_data(0).unwrap();
+    (0..info.height() as usize)
+        .flat_map(|y| data[y * stride..y * stride + row].iter().copied())
+        .collect()
+}
+
+/// Intersection over union of two binary masks.
+pub fn iou(a: &[bool], b: &[bool]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let inter = a.iter().zip(b).filter(|(x, y)| **x && **y).count();
+    let union = a.iter().zip(b).filter(|(x, y)| **x || **y).count();
+    if union == 0 {
+        1.0
+    } else {
+        inter as f64 / union as f64
+    }
+}
+
+pub fn threshold(mask: &[u8]) -> Vec<bool> {
+    mask.iter().map(|&m| m as f64 / 255.0 > 0.5).collect()
+}
+
+/// Mean absolute difference in % of full scale.
+pub fn mae_percent(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as i64 - *y as i64).unsigned_abs())
+        .sum();
+    sum as f64 / a.len() as f64 / 255.0 * 100.0
+}
+
+pub fn photo(name: &str) -> PathBuf {
+    let p = PathBuf::from(TOP).join(".deps/photos").join(name);
+    assert!(p.is_file(), "{} is missing: run `make setup`", p.display());
+    p
+}
+
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("u2netmatte-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `pipeline` to EOS or error, within `limit`; returns the error text.
+pub fn run_pipeline(pipeline: &gst::Pipeline, limit: Duration) -> Result<(), String> {
+    let bus = pipeline.bus().unwrap();
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let text = bus
+            .timed_pop_filtered(gst::ClockTime::from_seconds(5), &[gst::MessageType::Error])
+            .map(|m| match m.view() {
+                gst::MessageView::Error(e) => format!("{} ({:?})", e.error(), e.debug()),
+                _ => unreachable!(),
+            })
+            .unwrap_or_else(|| "state change failed without an error message".into());
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(text);
+    }
+    let deadline = Instant::now() + limit;
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err(format!("pipeline did not finish within {limit:?}"));
+        }
+        let Some(msg) = bus.timed_pop_filtered(
+            gst::ClockTime::from_nseconds(left.as_nanos() as u64),
+            &[gst::MessageType::Eos, gst::MessageType::Error],
+        ) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Eos(_) => break Ok(()),
+            gst::MessageView::Error(e) => break Err(format!("{} ({:?})", e.error(), e.debug())),
+            _ => {}
+        }
+    };
+    pipeline.set_state(gst::State::Null).unwrap();
+    result
+}
+
+/// Pulls every sample an appsink gets until EOS.
+pub fn collect_samples(sink: &gst_app::AppSink) -> Vec<gst::Sample> {
+    let mut samples = Vec::new();
+    while let Ok(s) = sink.pull_sample() {
+        samples.push(s);
+    }
+    samples
+}
+
+pub fn parse_pipeline(desc: &str) -> gst::Pipeline {
+    init();
+    gst::parse::launch(desc)
+        .unwrap_or_else(|e| panic!("{desc}: {e}"))
+        .downcast::<gst::Pipeline>()
+        .unwrap()
+}
+
+use gst::glib;

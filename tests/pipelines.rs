@@ -1,0 +1,185 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The element in real pipelines: rembg parity on real photos, a
+//! gst-launch-style file pipeline, and the errors a user meets first.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+use gst::prelude::*;
+
+/// The four PNG photos: the same pixels reach rembg (Pillow) and the element
+/// (pngdec). rocket.jpg is left out: jpegdec + videoconvert and Pillow decode
+/// it to different pixels (mean 2.8 levels apart), which says nothing of us.
+const PHOTOS: [&str; 4] = ["astronaut", "chelsea", "coffee", "motorcycle_left"];
+
+fn decode_gray_png(path: &Path) -> (Vec<u8>, u32, u32) {
+    let pipeline = parse_pipeline(&format!(
+        "filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=sink",
+        path.display()
+    ));
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink.pull_sample().expect("reference mask decodes");
+    pipeline.set_state(gst::State::Null).unwrap();
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    (
+        packed_plane(&sample.buffer_owned().unwrap(), &info),
+        info.width(),
+        info.height(),
+    )
+}
+
+#[test]
+fn masks_equal_rembgs_on_real_photos() {
+    init();
+    // The photos as one stream of mixed sizes, so they share a batch.
+    let dir = temp_dir("parity");
+    for (i, name) in PHOTOS.iter().enumerate() {
+        std::fs::copy(
+            photo(&format!("{name}.png")),
+            dir.join(format!("{i:04}.png")),
+        )
+        .unwrap();
+    }
+    let pipeline = parse_pipeline(&format!(
+        "multifilesrc location={}/%04d.png caps=image/png stop-index={} ! pngdec ! videoconvert ! \
+         u2netmatte mode=mask batch-size=4 ! appsink name=sink sync=false",
+        dir.display(),
+        PHOTOS.len() - 1
+    ));
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let samples = collect_samples(&sink);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(samples.len(), PHOTOS.len());
+
+    for (name, sample) in PHOTOS.iter().zip(samples) {
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let ours = packed_plane(&sample.buffer_owned().unwrap(), &info);
+        let reference = Path::new(TOP).join(format!("tests/data/rembg-u2netp/{name}.png"));
+        let (theirs, w, h) = decode_gray_png(&reference);
+        assert_eq!((info.width(), info.height()), (w, h), "{name}: size");
+        let mae = mae_percent(&ours, &theirs);
+        let iou = iou(&threshold(&ours), &threshold(&theirs));
+        println!("{name} {w}x{h}: MAE {mae:.3}% of full scale, IoU {iou:.4}");
+        assert!(mae <= 0.5, "{name}: MAE {mae:.3}% > 0.5%");
+        assert!(iou >= 0.99, "{name}: IoU {iou:.4} < 0.99");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn file_pipeline_writes_one_png_per_input() {
+    init();
+    let dir = temp_dir("files");
+    let (input, output) = (dir.join("in"), dir.join("out"));
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::create_dir_all(&output).unwrap();
+    let make = parse_pipeline(&format!(
+        "videotestsrc num-buffers=5 pattern=ball ! video/x-raw,width=160,height=120 ! pngenc ! \
+         multifilesink location={}/%04d.png",
+        input.display()
+    ));
+    run_pipeline(&make, Duration::from_secs(30)).unwrap();
+
+    let pipeline = parse_pipeline(&format!(
+        "multifilesrc location={}/%04d.png caps=image/png stop-index=4 ! pngdec ! videoconvert ! \
+         u2netmatte mode=alpha batch-size=2 ! pngenc ! multifilesink location={}/%04d.png",
+        input.display(),
+        output.display()
+    ));
+    run_pipeline(&pipeline, Duration::from_secs(120)).unwrap();
+
+    let mut written: Vec<_> = std::fs::read_dir(&output)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        ["0000.png", "0001.png", "0002.png", "0003.png", "0004.png"]
+    );
+    for name in written {
+        let check = parse_pipeline(&format!(
+            "filesrc location={}/{name} ! pngdec ! appsink name=sink",
+            output.display()
+        ));
+        let sink = check
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        check.set_state(gst::State::Playing).unwrap();
+        let sample = sink.pull_sample().unwrap();
+        check.set_state(gst::State::Null).unwrap();
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        assert_eq!(
+            info.format(),
+            gst_video::VideoFormat::Rgba,
+            "{name}: a cut-out has alpha"
+        );
+        assert_eq!((info.width(), info.height()), (160, 120), "{name}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[track_caller]
+fn assert_start_fails_naming(props: &str, needle: &str) {
+    let pipeline = parse_pipeline(&format!(
+        "videotestsrc num-buffers=1 ! u2netmatte {props} ! fakesink"
+    ));
+    let err = run_pipeline(&pipeline, Duration::from_secs(30)).expect_err("the pipeline must fail");
+    assert!(err.contains(needle), "error {err:?} does not name {needle}");
+}
+
+#[test]
+fn missing_model_file_fails_with_its_path() {
+    assert_start_fails_naming(
+        "model=/nonexistent/dir/model.onnx",
+        "model file /nonexistent/dir/model.onnx does not exist",
+    );
+}
+
+#[test]
+fn unknown_model_name_says_where_it_looked() {
+    assert_start_fails_naming(
+        "model=u2net_no_such_model",
+        "model 'u2net_no_such_model' not found",
+    );
+}
+
+#[test]
+fn missing_onnx_runtime_library_fails_with_its_path() {
+    assert_start_fails_naming(
+        "ort-library=/nonexistent/libonnxruntime.so.1.31.1",
+        "ONNX Runtime library /nonexistent/libonnxruntime.so.1.31.1 does not exist",
+    );
+}
+
+#[test]
+fn the_plugin_finds_library_and_model_without_settings() {
+    // No property, no environment: the set-up's library and models/u2netp.onnx.
+    init();
+    let pipeline = parse_pipeline(
+        "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! u2netmatte ! appsink name=sink sync=false",
+    );
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    assert_eq!(collect_samples(&sink).len(), 2);
+    pipeline.set_state(gst::State::Null).unwrap();
+}
