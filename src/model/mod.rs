@@ -315,7 +315,12 @@ fn base_builder(runtime: &Runtime) -> ort::Result<ort::session::builder::Session
 }
 
 fn cpu_session(runtime: &Runtime, model: &[u8]) -> ort::Result<Session> {
-    base_builder(runtime)?.commit_from_memory(model)
+    // The memory pattern pre-plans every activation of a batch in one block,
+    // on top of the arena: for U2NetP at batch 4 that is 1.85 GB instead of
+    // 1.10 GB at the same speed (measured: 1253 vs 1276 ms a batch).
+    base_builder(runtime)?
+        .with_memory_pattern(false)?
+        .commit_from_memory(model)
 }
 
 #[cfg(feature = "cuda")]

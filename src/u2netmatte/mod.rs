@@ -6,7 +6,11 @@ use gst::prelude::*;
 
 pub mod caps;
 mod imp;
+mod inference;
+mod latency;
 mod queue;
+mod sink;
+mod src;
 mod worker;
 
 /// What the element outputs (the `mode` property).

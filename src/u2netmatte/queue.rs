@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The queue between the sink pad (which prepares frames) and the worker
-//! (which runs batches and pushes): frames and serialized events, in arrival
-//! order, and the rules for when a batch may leave.
+//! The queues between the three stages of the element: the sink pad
+//! prepares frames, the inference thread runs batches, the src pad's task
+//! pushes. Input: frames and serialized events in arrival order, and the
+//! rules for when a batch may leave. Output: finished buffers and the events
+//! between them, in the same order.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -25,6 +27,13 @@ pub enum Item {
     Event(gst::Event),
 }
 
+/// Something finished, waiting to be pushed.
+#[derive(Debug)]
+pub enum Output {
+    Buffer(gst::Buffer),
+    Event(gst::Event),
+}
+
 /// What the worker should do next.
 #[derive(Debug)]
 pub enum Next {
@@ -45,8 +54,15 @@ pub struct Queue {
     eos_queued: usize,
     /// Serialized queries waiting for everything before them to be pushed.
     drain_requests: usize,
-    /// Set while the worker holds items it took and has not pushed yet.
+    /// Set while the inference thread holds items it took.
     pub busy: bool,
+    /// Finished items for the src pad's task.
+    output: VecDeque<Output>,
+    output_frames: usize,
+    /// Bumped by every flush: work taken before it must not come out.
+    pub epoch: u64,
+    /// Tells the inference thread to end.
+    pub shutdown: bool,
     /// The last flow result downstream gave, or Flushing.
     pub srcresult: Result<gst::FlowSuccess, gst::FlowError>,
     /// Live pipelines: the longest a frame may wait for its batch to fill.
@@ -63,6 +79,10 @@ impl Default for Queue {
             eos_queued: 0,
             drain_requests: 0,
             busy: false,
+            output: VecDeque::new(),
+            output_frames: 0,
+            epoch: 0,
+            shutdown: false,
             srcresult: Err(gst::FlowError::Flushing),
             batch_wait: None,
             spare_tensors: Vec::new(),
@@ -75,9 +95,29 @@ impl Queue {
         self.frames
     }
 
-    /// True when nothing is queued and the worker holds nothing.
+    /// Finished frames not pushed yet.
+    pub fn output_frames(&self) -> usize {
+        self.output_frames
+    }
+
+    /// True when nothing is queued, running or waiting to be pushed.
     pub fn is_idle(&self) -> bool {
-        self.items.is_empty() && !self.busy
+        self.items.is_empty() && !self.busy && self.output.is_empty()
+    }
+
+    pub fn push_output(&mut self, out: Output) {
+        if matches!(out, Output::Buffer(_)) {
+            self.output_frames += 1;
+        }
+        self.output.push_back(out);
+    }
+
+    pub fn pop_output(&mut self) -> Option<Output> {
+        let out = self.output.pop_front()?;
+        if matches!(out, Output::Buffer(_)) {
+            self.output_frames -= 1;
+        }
+        Some(out)
     }
 
     pub fn push_frame(&mut self, frame: Frame) {
@@ -100,15 +140,19 @@ impl Queue {
         self.drain_requests = self.drain_requests.saturating_sub(1);
     }
 
-    /// Drops everything queued (flushing), keeping the tensors for reuse.
+    /// Drops everything queued or finished (flushing), keeping the tensors
+    /// for reuse; what is running now will be dropped when it ends.
     pub fn clear(&mut self) {
         for item in std::mem::take(&mut self.items) {
             if let Item::Frame(frame) = item {
-                self.spare_tensors.push(frame.tensor);
+                self.recycle_tensor(frame.tensor);
             }
         }
         self.frames = 0;
         self.eos_queued = 0;
+        self.output.clear();
+        self.output_frames = 0;
+        self.epoch += 1;
     }
 
     /// A model-input buffer of `len` values, reused when one is spare.
@@ -291,12 +335,30 @@ mod tests {
     }
 
     #[test]
+    fn outputs_leave_in_order_and_are_counted() {
+        let (mut q, _) = setup();
+        q.push_output(Output::Event(
+            gst::event::Gap::builder(gst::ClockTime::ZERO).build(),
+        ));
+        q.push_output(Output::Buffer(gst::Buffer::new()));
+        assert_eq!(q.output_frames(), 1);
+        assert!(!q.is_idle());
+        assert!(matches!(q.pop_output(), Some(Output::Event(_))));
+        assert!(matches!(q.pop_output(), Some(Output::Buffer(_))));
+        assert_eq!(q.output_frames(), 0);
+        assert!(q.is_idle());
+    }
+
+    #[test]
     fn clear_keeps_tensors_for_reuse() {
         let (mut q, now) = setup();
         q.push_frame(frame(7, now));
         q.push_event(gst::event::Eos::new());
+        q.push_output(Output::Buffer(gst::Buffer::new()));
+        let epoch = q.epoch;
         q.clear();
-        assert_eq!(q.frames(), 0);
+        assert_eq!(q.epoch, epoch + 1);
+        assert_eq!((q.frames(), q.output_frames()), (0, 0));
         assert!(q.is_idle());
         assert_eq!(q.take_tensor(3), vec![7.0, 0.0, 0.0]);
         assert_eq!(q.take_tensor(2), vec![0.0, 0.0]);

@@ -3,7 +3,7 @@
 //! scenes with known ground truth, frame packing and mask comparison.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
@@ -253,3 +253,116 @@ pub fn parse_pipeline(desc: &str) -> gst::Pipeline {
 }
 
 use gst::glib;
+
+/// A tensor declaration with fixed dims, 0 meaning a symbolic batch.
+fn value_info(name: &'static str, dims: &[i64]) -> onnx_rs::ast::ValueInfo<'static> {
+    use onnx_rs::ast::*;
+    ValueInfo {
+        name,
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::Tensor(TensorTypeProto {
+                elem_type: DataType::Float,
+                shape: Some(TensorShape {
+                    dim: dims
+                        .iter()
+                        .map(|&v| TensorShapeDimension {
+                            value: if v == 0 {
+                                Dimension::Param("batch")
+                            } else {
+                                Dimension::Value(v)
+                            },
+                            denotation: "",
+                        })
+                        .collect(),
+                }),
+            })),
+            denotation: "",
+        }),
+        ..Default::default()
+    }
+}
+
+/// Writes a tiny model shaped like U2Net when `channels` is 3: the mean of
+/// the input's channels, `input` (NxCxSxS) -> Nx1xSxS. Dims of 0 are
+/// symbolic. Its mask is a (min-max normalised) brightness map: cheap, and
+/// predictable.
+pub fn write_tiny_model(path: &Path, input: &[i64], extra_input: bool) {
+    use onnx_rs::ast::*;
+    let output = [input[0], 1, input[2], input[3]];
+    let mut inputs = vec![value_info("x", input)];
+    if extra_input {
+        inputs.push(value_info("z", input));
+    }
+    let model = Model {
+        ir_version: 8,
+        opset_import: vec![OperatorSetId {
+            domain: "",
+            version: 13,
+        }],
+        graph: Some(Graph {
+            name: "tiny",
+            node: vec![Node {
+                input: vec!["x"],
+                output: vec!["y"],
+                name: "mean",
+                op_type: OpType::ReduceMean,
+                attribute: vec![
+                    Attribute {
+                        name: "axes",
+                        r#type: AttributeType::Ints,
+                        ints: vec![1],
+                        ..Default::default()
+                    },
+                    Attribute {
+                        name: "keepdims",
+                        r#type: AttributeType::Int,
+                        i: 1,
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            input: inputs,
+            output: vec![value_info("y", &output)],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(path, onnx_rs::encode(&model)).unwrap();
+}
+
+/// What passed a pad, in order: `F<pts in ms>` for buffers, the event type
+/// for events, `Caps <format> <w>x<h>` for caps.
+pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+pub fn record(pad: &gst::Pad) -> Log {
+    let log = Log::default();
+    let sink = log.clone();
+    pad.add_probe(
+        gst::PadProbeType::BUFFER
+            | gst::PadProbeType::EVENT_DOWNSTREAM
+            | gst::PadProbeType::EVENT_FLUSH,
+        move |_, info| {
+            let entry = match &info.data {
+                Some(gst::PadProbeData::Buffer(b)) => {
+                    format!("F{}", b.pts().map_or(u64::MAX, |t| t.mseconds()))
+                }
+                Some(gst::PadProbeData::Event(e)) => match e.view() {
+                    gst::EventView::Caps(c) => {
+                        let i = gst_video::VideoInfo::from_caps(c.caps()).unwrap();
+                        format!("Caps {} {}x{}", i.format().to_str(), i.width(), i.height())
+                    }
+                    _ => format!("{:?}", e.type_()),
+                },
+                _ => return gst::PadProbeReturn::Ok,
+            };
+            sink.lock().unwrap().push(entry);
+            gst::PadProbeReturn::Ok
+        },
+    );
+    log
+}
+
+pub fn entries(log: &Log) -> Vec<String> {
+    log.lock().unwrap().clone()
+}

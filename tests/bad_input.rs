@@ -1,0 +1,212 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Bad input: each case gives a bus error that names its cause and a failed
+//! state change or flow error; never a panic, a hang or a silent pass.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+use gst::glib;
+use gst::prelude::*;
+
+/// Starts `videotestsrc ! u2netmatte <props> ! fakesink` and returns the
+/// error it must fail with.
+fn start_error(props: &str) -> String {
+    let pipeline = parse_pipeline(&format!(
+        "videotestsrc num-buffers=2 ! video/x-raw,width=32,height=24 ! u2netmatte {props} ! fakesink"
+    ));
+    let err = run_pipeline(&pipeline, Duration::from_secs(60)).expect_err("the pipeline must fail");
+    println!("u2netmatte {props}\n    -> {err}");
+    err
+}
+
+#[track_caller]
+fn assert_names(err: &str, needle: &str) {
+    assert!(
+        err.contains(needle),
+        "error {err:?} does not say {needle:?}"
+    );
+}
+
+fn model_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn missing_model_file() {
+    let err = start_error("model=/nonexistent/dir/model.onnx");
+    assert_names(
+        &err,
+        "model file /nonexistent/dir/model.onnx does not exist",
+    );
+}
+
+#[test]
+fn unknown_model_name() {
+    let err = start_error("model=u2net_no_such_model");
+    assert_names(
+        &err,
+        "model 'u2net_no_such_model' not found: no u2net_no_such_model.onnx in",
+    );
+}
+
+#[test]
+fn file_that_is_not_onnx() {
+    let dir = temp_dir("not-onnx");
+    let p = model_file(
+        &dir,
+        "notes.onnx",
+        b"these are my holiday notes, not a neural network\n",
+    );
+    let err = start_error(&format!("model={}", p.display()));
+    assert_names(
+        &err,
+        &format!("model file {} is not a valid ONNX model", p.display()),
+    );
+}
+
+#[test]
+fn truncated_model() {
+    let dir = temp_dir("truncated");
+    let full = std::fs::read(Path::new(TOP).join("models/u2netp.onnx"))
+        .expect("make setup installs u2netp");
+    let p = model_file(&dir, "half.onnx", &full[..full.len() / 2]);
+    let err = start_error(&format!("model={}", p.display()));
+    assert_names(
+        &err,
+        &format!("model file {} is not a valid ONNX model", p.display()),
+    );
+}
+
+#[test]
+fn onnx_model_with_four_input_channels() {
+    let dir = temp_dir("shape");
+    let p = dir.join("rgba.onnx");
+    write_tiny_model(&p, &[1, 4, 64, 64], false);
+    let err = start_error(&format!("model={}", p.display()));
+    assert_names(
+        &err,
+        &format!(
+            "model file {} is not U2Net-shaped: input 'x' Float 1x4x64x64 is not Nx3xHxW float",
+            p.display()
+        ),
+    );
+}
+
+#[test]
+fn onnx_model_with_two_inputs() {
+    let dir = temp_dir("two-inputs");
+    let p = dir.join("two.onnx");
+    write_tiny_model(&p, &[1, 3, 64, 64], true);
+    let err = start_error(&format!("model={}", p.display()));
+    assert_names(
+        &err,
+        "is not U2Net-shaped: it has 2 inputs, U2Net has one (Nx3xHxW float)",
+    );
+}
+
+#[test]
+fn missing_onnx_runtime_library() {
+    let err = start_error("ort-library=/nonexistent/libonnxruntime.so.1.31.1");
+    assert_names(
+        &err,
+        "ONNX Runtime library /nonexistent/libonnxruntime.so.1.31.1 does not exist",
+    );
+}
+
+#[test]
+fn cuda_asked_for_where_it_cannot_be_used() {
+    // The CPU build of ONNX Runtime has no CUDA provider: `cuda` must fail,
+    // `auto` must fall back and run.
+    let err = start_error("provider=cuda");
+    assert_names(&err, "provider=cuda but CUDA cannot be used:");
+    let pipeline = parse_pipeline(
+        "videotestsrc num-buffers=1 ! video/x-raw,width=32,height=24 ! u2netmatte provider=auto ! fakesink",
+    );
+    run_pipeline(&pipeline, Duration::from_secs(60)).expect("provider=auto runs on the CPU");
+}
+
+/// Pushes `buffers` through `appsrc caps=<caps> ! u2netmatte ! fakesink` and
+/// returns the error the pipeline fails with.
+fn stream_error(caps: &str, buffers: Vec<gst::Buffer>) -> String {
+    init();
+    let pipeline = parse_pipeline(&format!(
+        "appsrc name=src caps={caps} format=time ! u2netmatte batch-size=1 ! fakesink"
+    ));
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    for b in buffers {
+        let _ = src.push_buffer(b);
+    }
+    let _ = src.end_of_stream();
+    let err = run_pipeline(&pipeline, Duration::from_secs(60)).expect_err("the stream must fail");
+    println!("appsrc caps={caps} ...\n    -> {err}");
+    err
+}
+
+#[test]
+fn buffer_smaller_than_its_caps() {
+    let err = stream_error(
+        "video/x-raw,format=RGB,width=64,height=48,framerate=25/1",
+        vec![{
+            init();
+            gst::Buffer::with_size(100).unwrap()
+        }],
+    );
+    assert_names(
+        &err,
+        "buffer of 100 bytes is smaller than the 9216 bytes a 64x48 RGB frame needs",
+    );
+}
+
+#[test]
+fn caps_the_element_cannot_take() {
+    let err = stream_error(
+        "video/x-raw,format=I420,width=64,height=48,framerate=25/1",
+        vec![{
+            init();
+            gst::Buffer::with_size(64 * 48 * 3 / 2).unwrap()
+        }],
+    );
+    // The pad refuses caps outside its template before the element sees
+    // them, and upstream reports it, as for any GStreamer element.
+    assert_names(&err, "reason not-negotiated");
+}
+
+#[test]
+fn property_values_out_of_range_are_refused() {
+    let el = element(&[]);
+    let uint = |name: &str| {
+        let p = el.find_property(name).unwrap();
+        let p = p.downcast_ref::<glib::ParamSpecUInt>().unwrap();
+        (p.minimum(), p.maximum())
+    };
+    assert_eq!(uint("batch-size"), (1, 64));
+    assert_eq!(uint("batch-timeout"), (0, 60_000));
+    let threshold = el.find_property("threshold").unwrap();
+    let threshold = threshold.downcast_ref::<glib::ParamSpecDouble>().unwrap();
+    assert_eq!((threshold.minimum(), threshold.maximum()), (0.0, 1.0));
+    let device = el.find_property("device-id").unwrap();
+    assert_eq!(
+        device
+            .downcast_ref::<glib::ParamSpecInt>()
+            .unwrap()
+            .minimum(),
+        0
+    );
+
+    // From a launch line, GLib refuses the values and the defaults stay.
+    let bin =
+        parse_pipeline("u2netmatte name=m batch-size=0 threshold=2.0 device-id=-1 ! fakesink");
+    let m = bin.by_name("m").unwrap();
+    assert_eq!(m.property::<u32>("batch-size"), 4);
+    assert_eq!(m.property::<f64>("threshold"), 0.5);
+    assert_eq!(m.property::<i32>("device-id"), 0);
+}
