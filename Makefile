@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup build demo test lint bench rembg-masks clean
+.PHONY: all setup build demo test lint bench rembg-venv rembg-masks clean
 
 all: build
 
@@ -27,11 +27,17 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# rembg's own masks of the demo photos (tests/data/rembg-u2netp), from rembg
-# 2.0.86 installed in .deps/rembg-venv.
-rembg-masks: setup
+# The element beside the bare model and rembg 2.0.86, in one run (not a test).
+bench: setup rembg-venv
+	$(CARGO) bench --bench throughput
+
+rembg-venv:
 	test -x .deps/rembg-venv/bin/python || python3 -m venv .deps/rembg-venv
 	.deps/rembg-venv/bin/pip install -q rembg==2.0.86 onnxruntime==1.31.1
+
+# rembg's own masks of the demo photos (tests/data/rembg-u2netp), from rembg
+# 2.0.86 installed in .deps/rembg-venv.
+rembg-masks: setup rembg-venv
 	.deps/rembg-venv/bin/python tests/data/make_rembg_masks.py
 
 clean:

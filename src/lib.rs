@@ -14,6 +14,7 @@ pub mod image_view;
 pub mod matte;
 pub mod model;
 pub mod prep;
+pub mod resample;
 pub mod runtime;
 pub mod u2netmatte;
 

@@ -7,10 +7,10 @@
 //! Pillow's LANCZOS; then the output is built as the mode says.
 
 use fast_image_resize::pixels::U8;
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::image_view::{LayoutError, StridedImage, StridedImageMut, check_bytes};
-use crate::prep::Frame;
+use crate::prep::{Frame, PixelLayout};
+use crate::resample::Lanczos3;
 
 /// What the output frame holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -91,7 +91,7 @@ pub enum MatteError {
 /// Builds output frames; keeps its scratch buffers between frames.
 #[derive(Default)]
 pub struct Matter {
-    resizer: Resizer,
+    resizer: Lanczos3,
     /// The full-size mask, for the RGBA modes.
     mask: Vec<u8>,
 }
@@ -141,14 +141,12 @@ impl Matter {
         let scaled = StridedImageMut::<U8>::new(&mut mask, w, h, w as usize)
             .map_err(MatteError::from)
             .and_then(|mut dst| self.scale_mask(small_mask, small_size, &mut dst));
-        if scaled.is_ok() {
-            match mode {
-                Mode::Alpha => cut_out(input, &mask, out),
-                _ => fill_background(input, &mask, out, composite),
-            }
-        }
+        let result = scaled.and_then(|()| match mode {
+            Mode::Alpha => cut_out(input, &mask, out),
+            _ => fill_background(input, &mask, out, composite),
+        });
         self.mask = mask;
-        scaled
+        result
     }
 
     /// Scales a model-size mask to `dst`'s size with Lanczos3.
@@ -159,75 +157,145 @@ impl Matter {
         dst: &mut StridedImageMut<U8>,
     ) -> Result<(), MatteError> {
         let src = StridedImage::<U8>::new(small_mask, small_w, small_h, small_w as usize)?;
-        let options = ResizeOptions::new().resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3));
         self.resizer
-            .resize_typed(&src, dst, &options)
+            .resize(&src, dst)
             .map_err(|e| MatteError::Resize(e.to_string()))
     }
 }
 
-/// RGBA rows of `out`, each `width` pixels long.
-fn out_rows<'a>(out: OutFrame<'a>) -> impl Iterator<Item = &'a mut [u8]> {
-    let row = out.width as usize * 4;
-    out.data
-        .chunks_mut(out.stride)
-        .take(out.height as usize)
-        .map(move |r| &mut r[..row])
-}
+/// `A` for layouts without alpha.
+const NO_ALPHA: usize = usize::MAX;
 
-fn input_rows<'a>(input: &Frame<'a>) -> impl Iterator<Item = &'a [u8]> {
-    let row = input.width as usize * input.layout.bytes_per_pixel;
-    input
-        .data
-        .chunks(input.stride)
-        .take(input.height as usize)
-        .map(move |r| &r[..row])
+/// Calls `kernel` with the frame's layout as constants, so that the
+/// per-pixel loops compile to straight-line code for each format (about 3x
+/// faster than reading the layout per pixel).
+macro_rules! with_layout {
+    ($layout:expr, $kernel:ident($($arg:expr),*)) => {{
+        let l: PixelLayout = $layout;
+        match (l.bytes_per_pixel, l.rgb, l.alpha) {
+            (3, [0, 1, 2], None) => $kernel::<3, 0, 1, 2, NO_ALPHA>($($arg),*),
+            (3, [2, 1, 0], None) => $kernel::<3, 2, 1, 0, NO_ALPHA>($($arg),*),
+            (4, [0, 1, 2], Some(3)) => $kernel::<4, 0, 1, 2, 3>($($arg),*),
+            (4, [2, 1, 0], Some(3)) => $kernel::<4, 2, 1, 0, 3>($($arg),*),
+            (4, [1, 2, 3], Some(0)) => $kernel::<4, 1, 2, 3, 0>($($arg),*),
+            (4, [3, 2, 1], Some(0)) => $kernel::<4, 3, 2, 1, 0>($($arg),*),
+            (4, [0, 1, 2], None) => $kernel::<4, 0, 1, 2, NO_ALPHA>($($arg),*),
+            (4, [2, 1, 0], None) => $kernel::<4, 2, 1, 0, NO_ALPHA>($($arg),*),
+            (4, [1, 2, 3], None) => $kernel::<4, 1, 2, 3, NO_ALPHA>($($arg),*),
+            (4, [3, 2, 1], None) => $kernel::<4, 3, 2, 1, NO_ALPHA>($($arg),*),
+            _ => Err(MatteError::Layout(LayoutError {
+                width: 0,
+                height: 0,
+                stride: 0,
+                pixel_size: l.bytes_per_pixel,
+                len: 0,
+            })),
+        }
+    }};
 }
 
 /// Source colour, soft mask as alpha.
-fn cut_out(input: &Frame, mask: &[u8], out: OutFrame) {
-    let layout = input.layout;
-    let [ri, gi, bi] = layout.rgb;
-    let width = input.width as usize;
-    for ((src, dst), m) in input_rows(input)
-        .zip(out_rows(out))
-        .zip(mask.chunks_exact(width))
-    {
-        for ((s, d), &a) in src
-            .chunks_exact(layout.bytes_per_pixel)
-            .zip(dst.chunks_exact_mut(4))
-            .zip(m)
-        {
-            d.copy_from_slice(&[s[ri], s[gi], s[bi], a]);
+fn cut_out(input: &Frame, mask: &[u8], out: OutFrame) -> Result<(), MatteError> {
+    with_layout!(input.layout, cut_out_rows(input, mask, out))
+}
+
+fn cut_out_rows<
+    const BPP: usize,
+    const R: usize,
+    const G: usize,
+    const B: usize,
+    const A: usize,
+>(
+    input: &Frame,
+    mask: &[u8],
+    out: OutFrame,
+) -> Result<(), MatteError> {
+    for_each_band(input, mask, out, |src, m, dst| {
+        for ((s, d), &a) in src.chunks_exact(BPP).zip(dst.chunks_exact_mut(4)).zip(m) {
+            d.copy_from_slice(&[s[R], s[G], s[B], a]);
         }
-    }
+    });
+    Ok(())
+}
+
+/// Runs `row` on every (input row, mask row, output row), bands of rows in
+/// parallel: a 4K frame is 8 M pixels.
+fn for_each_band(
+    input: &Frame,
+    mask: &[u8],
+    out: OutFrame,
+    row: impl Fn(&[u8], &[u8], &mut [u8]) + Sync,
+) {
+    use rayon::prelude::*;
+    let width = input.width as usize;
+    let band = (input.height as usize)
+        .div_ceil(rayon::current_num_threads().max(1) * 4)
+        .max(1);
+    let out_row = width * 4;
+    let in_row = width * input.layout.bytes_per_pixel;
+    let (in_stride, out_stride) = (input.stride, out.stride);
+    let bands: Vec<_> = input
+        .data
+        .chunks(in_stride * band)
+        .zip(mask.chunks(width * band))
+        .zip(out.data.chunks_mut(out_stride * band))
+        .take((input.height as usize).div_ceil(band))
+        .collect();
+    bands.into_par_iter().for_each(|((src, m), dst)| {
+        for ((s, mr), d) in src
+            .chunks(in_stride)
+            .zip(m.chunks_exact(width))
+            .zip(dst.chunks_mut(out_stride))
+        {
+            row(&s[..in_row], mr, &mut d[..out_row]);
+        }
+    });
 }
 
 /// Source pixel where the mask is above the threshold, fill colour elsewhere.
-fn fill_background(input: &Frame, mask: &[u8], out: OutFrame, composite: Composite) {
-    let keep: [bool; 256] = std::array::from_fn(|m| m as f64 / 255.0 > composite.threshold);
-    let [a, r, g, b] = composite.fill_argb.to_be_bytes();
-    let fill = [r, g, b, a];
-    let layout = input.layout;
-    let [ri, gi, bi] = layout.rgb;
-    let width = input.width as usize;
-    for ((src, dst), m) in input_rows(input)
-        .zip(out_rows(out))
-        .zip(mask.chunks_exact(width))
-    {
-        for ((s, d), &mv) in src
-            .chunks_exact(layout.bytes_per_pixel)
-            .zip(dst.chunks_exact_mut(4))
-            .zip(m)
-        {
-            let px = if keep[mv as usize] {
-                [s[ri], s[gi], s[bi], layout.alpha.map_or(255, |ai| s[ai])]
-            } else {
-                fill
-            };
-            d.copy_from_slice(&px);
+fn fill_background(
+    input: &Frame,
+    mask: &[u8],
+    out: OutFrame,
+    composite: Composite,
+) -> Result<(), MatteError> {
+    with_layout!(
+        input.layout,
+        fill_background_rows(input, mask, out, composite)
+    )
+}
+
+fn fill_background_rows<
+    const BPP: usize,
+    const R: usize,
+    const G: usize,
+    const B: usize,
+    const A: usize,
+>(
+    input: &Frame,
+    mask: &[u8],
+    out: OutFrame,
+    composite: Composite,
+) -> Result<(), MatteError> {
+    // All ones where the pixel is kept: a select without a branch.
+    let keep: [u32; 256] = std::array::from_fn(|m| {
+        if m as f64 / 255.0 > composite.threshold {
+            u32::MAX
+        } else {
+            0
         }
-    }
+    });
+    let [fa, fr, fg, fb] = composite.fill_argb.to_be_bytes();
+    let fill = u32::from_ne_bytes([fr, fg, fb, fa]);
+    for_each_band(input, mask, out, |src, m, dst| {
+        for ((s, d), &mv) in src.chunks_exact(BPP).zip(dst.chunks_exact_mut(4)).zip(m) {
+            let alpha = if A < BPP { s[A.min(BPP - 1)] } else { 255 };
+            let px = u32::from_ne_bytes([s[R], s[G], s[B], alpha]);
+            let k = keep[mv as usize];
+            d.copy_from_slice(&((px & k) | (fill & !k)).to_ne_bytes());
+        }
+    });
+    Ok(())
 }
 
 #[cfg(test)]

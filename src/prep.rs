@@ -13,9 +13,9 @@
 //! f64 as numpy does, so each tensor value is one table lookup.
 
 use fast_image_resize::pixels::{U8x3, U8x4};
-use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::image_view::{LayoutError, StridedImage, StridedImageMut};
+use crate::resample::Lanczos3;
 
 /// Where R, G and B (and alpha, if any) sit in a packed pixel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub enum PrepError {
 /// Prepares frames for one model input size; keeps its scratch buffers, so
 /// preparing does not allocate once warm.
 pub struct Preparer {
-    resizer: Resizer,
+    resizer: Lanczos3,
     width: u32,
     height: u32,
     normalization: Normalization,
@@ -103,7 +103,7 @@ pub struct Preparer {
 impl Preparer {
     pub fn new(width: u32, height: u32, normalization: Normalization) -> Self {
         Self {
-            resizer: Resizer::new(),
+            resizer: Lanczos3::new(),
             width,
             height,
             normalization,
@@ -157,10 +157,6 @@ impl Preparer {
         let bpp = frame.layout.bytes_per_pixel;
         let small_stride = self.width as usize * bpp;
         self.small.resize(small_stride * self.height as usize, 0);
-        // Alpha is not premultiplied: rembg drops it before resizing.
-        let options = ResizeOptions::new()
-            .resize_alg(ResizeAlg::Convolution(FilterType::Lanczos3))
-            .use_alpha(false);
         let result = if bpp == 3 {
             let src =
                 StridedImage::<U8x3>::new(frame.data, frame.width, frame.height, frame.stride)?;
@@ -170,7 +166,7 @@ impl Preparer {
                 self.height,
                 small_stride,
             )?;
-            self.resizer.resize_typed(&src, &mut dst, &options)
+            self.resizer.resize(&src, &mut dst)
         } else {
             let src =
                 StridedImage::<U8x4>::new(frame.data, frame.width, frame.height, frame.stride)?;
@@ -180,7 +176,7 @@ impl Preparer {
                 self.height,
                 small_stride,
             )?;
-            self.resizer.resize_typed(&src, &mut dst, &options)
+            self.resizer.resize(&src, &mut dst)
         };
         result.map_err(|e| PrepError::Resize(e.to_string()))
     }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_video::prelude::*;
+use rayon::prelude::*;
 
 use super::queue::Frame;
 use crate::matte::{Composite, Matter, Mode, OutFrame};
@@ -37,7 +38,6 @@ pub struct BatchRunner {
     masks: Vec<u8>,
     matters: Vec<Matter>,
     pools: Vec<(gst_video::VideoInfo, gst::BufferPool)>,
-    threads: usize,
 }
 
 impl Drop for BatchRunner {
@@ -50,14 +50,12 @@ impl Drop for BatchRunner {
 
 impl BatchRunner {
     pub fn new(model: Model) -> Self {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
             model,
             batch_input: Vec::new(),
             masks: Vec::new(),
             matters: Vec::new(),
             pools: Vec::new(),
-            threads,
         }
     }
 
@@ -112,29 +110,12 @@ impl BatchRunner {
                 matter,
             })
             .collect();
-        let per_thread = jobs.len().div_ceil(self.threads.max(1));
         let (mask_h, mask_w) = mask_size;
         let small = (mask_w, mask_h);
-        std::thread::scope(|s| {
-            let handles: Vec<_> = jobs
-                .chunks_mut(per_thread)
-                .map(|chunk| {
-                    s.spawn(move || {
-                        chunk
-                            .iter_mut()
-                            .try_for_each(|job| job.render(mode, small, composite))
-                    })
-                })
-                .collect();
-            handles.into_iter().try_for_each(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(BatchError::Frame {
-                        index: 0,
-                        reason: "composing panicked".into(),
-                    })
-                })
-            })
-        })?;
+        // Frames in parallel; each frame's resizes and rows in parallel too
+        // (rayon shares the cores between the two levels).
+        jobs.par_iter_mut()
+            .try_for_each(|job| job.render(mode, small, composite))?;
         let compose = start.elapsed();
         Ok((outputs, Timings { inference, compose }))
     }
