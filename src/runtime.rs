@@ -97,8 +97,9 @@ pub type LogSink = Arc<dyn Fn(ort::logging::LogLevel, &str, &str) + Send + Sync>
 /// Loads ONNX Runtime, or returns the one this process already loaded.
 ///
 /// Order: `explicit` (the element's `ort-library`), then `$ORT_DYLIB_PATH`,
-/// then the file set-up put beside the plugin, then the project's set-up
-/// folder, then the system's loader. The two explicit sources are final: a
+/// then the file `make build` put beside the plugin, then the one `make
+/// install` put in `~/.local/share/u2netmatte/onnxruntime`, then the
+/// project's set-up folder, then the system's loader. The two explicit sources are final: a
 /// missing file there is an error, not a reason to try the next one.
 pub fn load(
     explicit: Option<&Path>,
@@ -108,10 +109,12 @@ pub fn load(
     let env_path = std::env::var_os("ORT_DYLIB_PATH")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
+    let user_dir = user_library_dir();
     let candidates = candidates(
         explicit,
         env_path.as_deref(),
         PLUGIN_FILE.get().map(|p| p.as_path()),
+        user_dir.as_deref(),
     );
 
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
@@ -203,16 +206,30 @@ fn build_environment(
     })
 }
 
+/// Where `make install` puts ONNX Runtime: not in GStreamer's plugin folder,
+/// whose scanner would try every `.so` of the CUDA build as a plugin.
+pub fn user_library_dir() -> Option<PathBuf> {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
+    Some(data.join("u2netmatte/onnxruntime"))
+}
+
 fn candidates(
     explicit: Option<&Path>,
     env_path: Option<&Path>,
     plugin_file: Option<&Path>,
+    user_dir: Option<&Path>,
 ) -> Vec<Candidate> {
     if let Some(path) = explicit.or(env_path) {
         return vec![Candidate::Explicit(path.to_path_buf())];
     }
     let mut list = Vec::new();
     if let Some(dir) = plugin_file.and_then(Path::parent) {
+        list.push(Candidate::File(dir.join(LIBRARY_FILE_NAME)));
+    }
+    if let Some(dir) = user_dir {
         list.push(Candidate::File(dir.join(LIBRARY_FILE_NAME)));
     }
     list.push(Candidate::File(
@@ -239,23 +256,33 @@ mod tests {
             Some(Path::new("/opt/ort.so")),
             Some(Path::new("/env/ort.so")),
             Some(Path::new("/plugins/libgstu2netmatte.so")),
+            None,
         );
         assert_eq!(c, vec![Candidate::Explicit("/opt/ort.so".into())]);
     }
 
     #[test]
     fn environment_variable_comes_before_defaults() {
-        let c = candidates(None, Some(Path::new("/env/ort.so")), None);
+        let c = candidates(None, Some(Path::new("/env/ort.so")), None, None);
         assert_eq!(c, vec![Candidate::Explicit("/env/ort.so".into())]);
     }
 
     #[test]
-    fn defaults_try_beside_plugin_then_setup_then_system() {
-        let c = candidates(None, None, Some(Path::new("/plugins/libgstu2netmatte.so")));
+    fn defaults_try_beside_plugin_then_installed_then_setup_then_system() {
+        let c = candidates(
+            None,
+            None,
+            Some(Path::new("/plugins/libgstu2netmatte.so")),
+            Some(Path::new("/home/u/.local/share/u2netmatte/onnxruntime")),
+        );
         assert_eq!(
             c,
             vec![
                 Candidate::File(PathBuf::from("/plugins").join(LIBRARY_FILE_NAME)),
+                Candidate::File(
+                    PathBuf::from("/home/u/.local/share/u2netmatte/onnxruntime")
+                        .join(LIBRARY_FILE_NAME)
+                ),
                 Candidate::File(Path::new(SETUP_LIBRARY_DIR).join(LIBRARY_FILE_NAME)),
                 Candidate::SystemName("libonnxruntime.so.1"),
                 Candidate::SystemName("libonnxruntime.so"),

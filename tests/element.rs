@@ -254,3 +254,48 @@ fn masks_match_the_drawn_shapes() {
         );
     }
 }
+
+#[test]
+fn stats_messages_report_each_batch() {
+    let pipeline = parse_pipeline(
+        "videotestsrc num-buffers=4 ! video/x-raw,width=96,height=64 ! \
+         u2netmatte batch-size=2 mode=mask stats=true ! fakesink",
+    );
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut batches = Vec::new();
+    loop {
+        let msg = bus
+            .timed_pop_filtered(
+                gst::ClockTime::from_seconds(120),
+                &[gst::MessageType::Element, gst::MessageType::Eos, gst::MessageType::Error],
+            )
+            .expect("the stream ends");
+        match msg.type_() {
+            gst::MessageType::Eos => break,
+            gst::MessageType::Error => panic!("{msg:?}"),
+            _ => {}
+        }
+        let s = msg.structure().unwrap();
+        if s.name() == "u2netmatte-stats" {
+            batches.push((
+                s.get::<u32>("frames").unwrap(),
+                s.get::<u32>("batch-size").unwrap(),
+                s.get::<f64>("inference-ms").unwrap(),
+                s.get::<f64>("prepare-ms").unwrap(),
+                s.get::<f64>("compose-ms").unwrap(),
+                s.get::<String>("provider").unwrap(),
+            ));
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    for (frames, batch, inference, prepare, compose, provider) in batches {
+        assert_eq!((frames, batch), (2, 2));
+        assert!(
+            inference > 1.0 && prepare > 0.0 && compose > 0.0,
+            "{inference} {prepare} {compose}"
+        );
+        assert_eq!(provider, "CPU");
+    }
+}

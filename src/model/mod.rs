@@ -296,13 +296,14 @@ impl Interrupter {
     }
 }
 
-/// rembg runs its ISNet models with other statistics than U2Net's.
-fn normalization_for(path: &Path, _input_size: (u32, u32)) -> Normalization {
-    let stem = path
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or_default();
-    if stem.to_ascii_lowercase().starts_with("isnet") {
+/// The input size of rembg's ISNet models, which no U2Net uses.
+const ISNET_INPUT_SIZE: (u32, u32) = (1024, 1024);
+
+/// rembg runs its ISNet models (isnet-general-use, isnet-anime) with other
+/// statistics than U2Net's; they are known by name or by their input size.
+fn normalization_for(path: &Path, input_size: (u32, u32)) -> Normalization {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    if stem.to_ascii_lowercase().starts_with("isnet") || input_size == ISNET_INPUT_SIZE {
         Normalization::ISNET
     } else {
         Normalization::IMAGENET
@@ -339,4 +340,19 @@ fn cuda_session(_runtime: &Runtime, _model: &[u8], _device_id: i32) -> ort::Resu
     Err(ort::Error::new(
         "this build of u2netmatte has no CUDA support (feature `cuda`)",
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isnet_is_known_by_name_or_size() {
+        let n = |p: &str, s| normalization_for(Path::new(p), s);
+        assert_eq!(n("/m/isnet-general-use.onnx", (1024, 1024)), Normalization::ISNET);
+        assert_eq!(n("/m/ISNet-anime.onnx", (320, 320)), Normalization::ISNET);
+        assert_eq!(n("/m/custom.onnx", (1024, 1024)), Normalization::ISNET);
+        assert_eq!(n("/m/u2net.onnx", (320, 320)), Normalization::IMAGENET);
+        assert_eq!(n("/m/silueta.onnx", (320, 320)), Normalization::IMAGENET);
+    }
 }

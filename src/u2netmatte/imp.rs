@@ -33,7 +33,7 @@ use super::queue::Queue;
 use super::worker::BatchRunner;
 use super::{U2NetMatteMode, U2NetMatteProvider, caps};
 use crate::matte::Mode;
-use crate::model::{Interrupter, Model, ModelOptions, names};
+use crate::model::{Interrupter, Model, ModelOptions, ProviderUsed, names};
 use crate::prep::Preparer;
 use crate::runtime;
 
@@ -65,6 +65,7 @@ const DEFAULT_DEVICE_ID: i32 = 0;
 /// 0: derived from the framerate.
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 0;
 const MAX_BATCH_TIMEOUT_MS: u32 = 60_000;
+const DEFAULT_STATS: bool = false;
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -77,6 +78,7 @@ pub(super) struct Settings {
     pub device_id: i32,
     pub ort_library: Option<String>,
     pub batch_timeout_ms: u32,
+    pub stats: bool,
 }
 
 impl Default for Settings {
@@ -91,6 +93,7 @@ impl Default for Settings {
             device_id: DEFAULT_DEVICE_ID,
             ort_library: None,
             batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
+            stats: DEFAULT_STATS,
         }
     }
 }
@@ -101,6 +104,8 @@ pub(super) struct RunConfig {
     pub mode: Mode,
     pub batch_size: usize,
     pub batch_timeout: Option<Duration>,
+    /// Where inference actually runs.
+    pub provider: ProviderUsed,
 }
 
 /// The sink side's own state; only the streaming thread and state changes
@@ -186,6 +191,7 @@ impl U2NetMatte {
         );
 
         let batch_size = settings.batch_size as usize;
+        let provider = model.provider();
         let interrupter = model.interrupter();
         let normalization = model.normalization();
         let tensor_len = model.frame_len();
@@ -213,6 +219,7 @@ impl U2NetMatte {
             batch_size,
             batch_timeout: (settings.batch_timeout_ms > 0)
                 .then(|| Duration::from_millis(settings.batch_timeout_ms.into())),
+            provider,
         };
         *lock(&self.latency) = Latency::new(elapsed);
         *lock(&self.sink) = SinkState {
@@ -457,6 +464,15 @@ impl ObjectImpl for U2NetMatte {
                     .default_value(DEFAULT_BATCH_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("stats")
+                    .nick("Stats")
+                    .blurb(
+                        "Post an element message \"u2netmatte-stats\" after each batch: frames, \
+                         inference-ms, prepare-ms, compose-ms, provider",
+                    )
+                    .default_value(DEFAULT_STATS)
+                    .mutable_playing()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -495,6 +511,7 @@ impl ObjectImpl for U2NetMatte {
                     .filter(|p| !p.is_empty())
             }
             "batch-timeout" => s.batch_timeout_ms = value.get().unwrap_or(DEFAULT_BATCH_TIMEOUT_MS),
+            "stats" => s.stats = value.get().unwrap_or(DEFAULT_STATS),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "{} = {:?}", pspec.name(), value);
@@ -512,6 +529,7 @@ impl ObjectImpl for U2NetMatte {
             "device-id" => s.device_id.to_value(),
             "ort-library" => s.ort_library.to_value(),
             "batch-timeout" => s.batch_timeout_ms.to_value(),
+            "stats" => s.stats.to_value(),
             _ => pspec.default_value().clone(),
         }
     }

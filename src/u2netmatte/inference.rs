@@ -4,13 +4,14 @@
 //! pad's task. The sink pad prepares the next batch meanwhile.
 
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::imp::{CAT, RunConfig, U2NetMatte, lock, wait};
 use super::queue::{Item, Next, Output};
-use super::worker::{BatchError, BatchRunner};
+use super::worker::{BatchError, BatchRunner, Timings};
 use crate::matte::Composite;
 use crate::model::ModelError;
 
@@ -31,12 +32,17 @@ impl U2NetMatte {
             let Some((items, epoch)) = self.next_work(config) else {
                 return;
             };
-            let frames = items.iter().filter(|i| matches!(i, Item::Frame(_))).count();
             let started = Instant::now();
             let result = self.process(&mut runner, &items, config);
-            if frames > 0 && result.is_ok() {
-                self.account_processing(started.elapsed());
-            }
+            let result = match result {
+                Ok((buffers, Some(timings))) => {
+                    self.account_processing(started.elapsed());
+                    self.post_stats(&items, timings, config);
+                    Ok(buffers)
+                }
+                Ok((buffers, None)) => Ok(buffers),
+                Err(e) => Err(e),
+            };
 
             let mut q = lock(&self.queue);
             q.busy = false;
@@ -104,13 +110,38 @@ impl U2NetMatte {
         }
     }
 
-    /// Runs the frames among `items` as one batch.
+    /// With `stats=true`, tells the application what a batch cost.
+    fn post_stats(&self, items: &[Item], timings: Timings, config: RunConfig) {
+        if !lock(&self.settings).stats {
+            return;
+        }
+        let (frames, prepare) = items
+            .iter()
+            .fold((0u32, Duration::ZERO), |(n, t), i| match i {
+                Item::Frame(f) => (n + 1, t + f.prepare_time),
+                Item::Event(_) => (n, t),
+            });
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let s = gst::Structure::builder("u2netmatte-stats")
+            .field("frames", frames)
+            .field("batch-size", config.batch_size as u32)
+            .field("inference-ms", ms(timings.inference))
+            .field("prepare-ms", ms(prepare))
+            .field("compose-ms", ms(timings.compose))
+            .field("provider", config.provider.to_string())
+            .build();
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
+    }
+
+    /// Runs the frames among `items` as one batch; timings if there were any.
+    #[allow(clippy::type_complexity)]
     fn process(
         &self,
         runner: &mut BatchRunner,
         items: &[Item],
         config: RunConfig,
-    ) -> Result<std::vec::IntoIter<gst::Buffer>, gst::FlowError> {
+    ) -> Result<(std::vec::IntoIter<gst::Buffer>, Option<Timings>), gst::FlowError> {
         let frames: Vec<_> = items
             .iter()
             .filter_map(|i| match i {
@@ -119,7 +150,7 @@ impl U2NetMatte {
             })
             .collect();
         if frames.is_empty() {
-            return Ok(Vec::new().into_iter());
+            return Ok((Vec::new().into_iter(), None));
         }
         let composite = {
             let s = lock(&self.settings);
@@ -138,7 +169,7 @@ impl U2NetMatte {
                     timings.inference,
                     timings.compose
                 );
-                Ok(buffers.into_iter())
+                Ok((buffers.into_iter(), Some(timings)))
             }
             Err(BatchError::Model(ModelError::Interrupted)) => Err(gst::FlowError::Flushing),
             Err(e) => {

@@ -151,6 +151,7 @@ mod tests {
             mode: Mode::Mask,
             batch_size,
             batch_timeout: timeout_ms.map(Duration::from_millis),
+            provider: crate::model::ProviderUsed::Cpu,
         }
     }
 

@@ -19,6 +19,8 @@ pub struct Frame {
     /// The model input for this frame (3 x H x W).
     pub tensor: Vec<f32>,
     pub arrived: Instant,
+    /// How long preparing it took (for the stats messages).
+    pub prepare_time: Duration,
 }
 
 #[derive(Debug)]
@@ -241,6 +243,7 @@ mod tests {
             out_info: info,
             tensor: vec![n as f32],
             arrived,
+            prepare_time: Duration::ZERO,
         }
     }
 

@@ -63,6 +63,7 @@ impl U2NetMatte {
         let Some(preparer) = sink.preparer.as_mut() else {
             return Err(gst::FlowError::Flushing);
         };
+        let prepare_start = Instant::now();
         if let Err(reason) = prepare_frame(preparer, &buffer, &in_info, &mut tensor) {
             drop(sink);
             gst::element_imp_error!(self, gst::StreamError::Format, ("{reason}"));
@@ -83,6 +84,7 @@ impl U2NetMatte {
             out_info,
             tensor,
             arrived: Instant::now(),
+            prepare_time: prepare_start.elapsed(),
         };
 
         let mut q = lock(&self.queue);
