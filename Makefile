@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup setup-gpu build models install install-gpu demo test lint bench rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu build models install install-gpu demo test lint bench bench-cli rembg-venv rembg-masks clean
 
 all: build
 
@@ -55,6 +55,11 @@ lint:
 # The element beside the bare model and rembg 2.0.86, in one run (not a test).
 bench: setup rembg-venv
 	$(CARGO) bench --bench throughput
+
+# The folder tool beside `rembg p` on the same folder.
+bench-cli: build rembg-venv
+	.deps/rembg-venv/bin/pip install -q "rembg[cli]==2.0.86"
+	bench/cli_vs_rembg.sh
 
 rembg-venv:
 	test -x .deps/rembg-venv/bin/python || python3 -m venv .deps/rembg-venv

@@ -5,7 +5,11 @@
 //!
 //! Environment: BENCH_RUNS (default 3), BENCH_FRAMES (frames per element run,
 //! default 8), BENCH_REMBG_PYTHON (default .deps/rembg-venv/bin/python; set
-//! it empty to skip rembg).
+//! it empty to skip rembg), and for the GPU (bench/gpu_bench.sh):
+//! BENCH_PROVIDER (cpu, cuda, auto; default cpu), BENCH_MODEL (an .onnx
+//! path; default models/u2netp.onnx), BENCH_BATCHES (default 1,4),
+//! BENCH_U2NETFAST_JSON (u2net-fast's figures from bench/u2netfast_bench.py),
+//! BENCH_GFLOP_PER_FRAME (the model's cost, for the throughput it reaches).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,7 +20,11 @@ use gstu2netmatte::matte::{Composite, Matter, Mode, OutFrame};
 use gstu2netmatte::model::{Model, ModelOptions, Provider};
 use gstu2netmatte::prep::{Frame, PixelLayout, Preparer};
 
-const TOP: &str = env!("CARGO_MANIFEST_DIR");
+/// The project's folder: where it was built, or BENCH_TOP (on a machine the
+/// binary was carried to).
+fn top() -> String {
+    std::env::var("BENCH_TOP").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+}
 
 const RESOLUTIONS: [(&str, u32, u32); 4] = [
     ("720p", 1280, 720),
@@ -69,7 +77,7 @@ fn reset_peak_rss() {
 
 /// A real photo scaled to `w` x `h`, packed RGB.
 fn photo_frame(w: u32, h: u32) -> Vec<u8> {
-    let photo = Path::new(TOP).join(".deps/photos/motorcycle_left.png");
+    let photo = Path::new(&top()).join(".deps/photos/motorcycle_left.png");
     assert!(
         photo.is_file(),
         "{} is missing: run make setup",
@@ -115,6 +123,8 @@ fn rgb_frame(data: &[u8], w: u32, h: u32) -> Frame<'_> {
 struct Bench {
     runs: usize,
     frames: usize,
+    provider: &'static str,
+    model_path: PathBuf,
     model: Model,
     photos: Vec<(&'static str, u32, u32, Vec<u8>)>,
 }
@@ -181,6 +191,58 @@ impl Bench {
         median((0..7).map(|_| time_ms(|| once(&mut out))).collect())
     }
 
+    /// The element's soft mask of one frame (batch 1), rows packed.
+    fn element_mask(&self, name: &str) -> Vec<u8> {
+        let (w, h, data) = self.photo(name);
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
+            .build()
+            .unwrap();
+        let pipeline = gst::parse::launch(&format!(
+            "appsrc name=src format=time ! u2netmatte mode=mask batch-size=1 provider={} model={} ! \
+             appsink name=sink sync=false",
+            self.provider,
+            self.model_path.display()
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        let src = pipeline
+            .by_name("src")
+            .unwrap()
+            .downcast::<gst_app::AppSrc>()
+            .unwrap();
+        let sink = pipeline
+            .by_name("sink")
+            .unwrap()
+            .downcast::<gst_app::AppSink>()
+            .unwrap();
+        src.set_caps(Some(&info.to_caps().unwrap()));
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let mut buffer = gst::Buffer::with_size(info.size()).unwrap();
+        {
+            let b = buffer.get_mut().unwrap();
+            let mut f = gst_video::VideoFrameRef::from_buffer_ref_writable(b, &info).unwrap();
+            let stride = f.plane_stride()[0] as usize;
+            let plane = f.plane_data_mut(0).unwrap();
+            for (y, row) in data.chunks_exact(w as usize * 3).enumerate() {
+                plane[y * stride..y * stride + row.len()].copy_from_slice(row);
+            }
+        }
+        src.push_buffer(buffer).unwrap();
+        src.end_of_stream().unwrap();
+        let sample = sink.pull_sample().unwrap();
+        pipeline.set_state(gst::State::Null).unwrap();
+        let out_info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let frame =
+            gst_video::VideoFrameRef::from_buffer_ref_readable(sample.buffer().unwrap(), &out_info)
+                .unwrap();
+        let stride = frame.plane_stride()[0] as usize;
+        let plane = frame.plane_data(0).unwrap();
+        (0..h as usize)
+            .flat_map(|y| plane[y * stride..y * stride + w as usize].to_vec())
+            .collect()
+    }
+
     /// Frames through `appsrc ! u2netmatte ! fakesink`: (ms a frame, peak
     /// RSS MiB). The model is loaded before the clock starts.
     fn element(&self, name: &str, mode: &str, batch: usize) -> (f64, f64) {
@@ -206,7 +268,9 @@ impl Bench {
             let before = current_rss_mib();
             let pipeline = gst::parse::launch(&format!(
                 "appsrc name=src format=time block=true max-buffers=2 ! \
-                 u2netmatte mode={mode} batch-size={batch} provider=cpu ! fakesink sync=false"
+                 u2netmatte mode={mode} batch-size={batch} provider={} model={} ! fakesink sync=false",
+                self.provider,
+                self.model_path.display()
             ))
             .unwrap()
             .downcast::<gst::Pipeline>()
@@ -255,16 +319,16 @@ struct Rembg {
 /// Runs rembg on the same frames, written as raw RGB.
 fn rembg(bench: &Bench, names: &[&str]) -> Option<Rembg> {
     let python = std::env::var("BENCH_REMBG_PYTHON")
-        .unwrap_or_else(|_| format!("{TOP}/.deps/rembg-venv/bin/python"));
+        .unwrap_or_else(|_| format!("{}/.deps/rembg-venv/bin/python", top()));
     if python.is_empty() || !Path::new(&python).exists() {
         eprintln!("rembg skipped: no {python} (make bench installs it)");
         return None;
     }
-    let dir = PathBuf::from(TOP).join("target/bench-frames");
+    let dir = PathBuf::from(top()).join("target/bench-frames");
     std::fs::create_dir_all(&dir).unwrap();
     let mut args = vec![
-        format!("{TOP}/bench/rembg_bench.py"),
-        format!("{TOP}/models"),
+        format!("{}/bench/rembg_bench.py", top()),
+        format!("{}/models", top()),
         bench.runs.to_string(),
     ];
     for name in names {
@@ -311,20 +375,31 @@ fn main() {
     let runtime = gstu2netmatte::runtime::load(None, None, ort::logging::LogLevel::Warning)
         .unwrap()
         .runtime;
+    let (provider_nick, provider) = match std::env::var("BENCH_PROVIDER").as_deref() {
+        Ok("cuda") => ("cuda", Provider::Cuda),
+        Ok("auto") => ("auto", Provider::Auto),
+        _ => ("cpu", Provider::Cpu),
+    };
+    let model_path = std::env::var_os("BENCH_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&top()).join("models/u2netp.onnx"));
+    let batches: Vec<usize> = std::env::var("BENCH_BATCHES")
+        .unwrap_or_else(|_| "1,4".into())
+        .split(',')
+        .filter_map(|b| b.trim().parse().ok())
+        .collect();
     let options = ModelOptions {
-        provider: Provider::Cpu,
+        provider,
         device_id: 0,
     };
-    let model = Model::load(
-        &runtime,
-        &Path::new(TOP).join("models/u2netp.onnx"),
-        &options,
-    )
-    .unwrap();
+    let model = Model::load(&runtime, &model_path, &options).unwrap();
+    let used = model.provider();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut bench = Bench {
         runs: env_usize("BENCH_RUNS", 3),
         frames: env_usize("BENCH_FRAMES", 8),
+        provider: provider_nick,
+        model_path: model_path.clone(),
         model,
         photos: RESOLUTIONS
             .iter()
@@ -332,18 +407,26 @@ fn main() {
             .collect(),
     };
     println!(
-        "# u2netmatte benchmark: U2NetP, ONNX Runtime {}, CPU ({threads} threads), median of {} runs, {} frames a run\n",
+        "# u2netmatte benchmark: {}, ONNX Runtime {}, {used} ({threads} CPU threads), median of {} runs, {} frames a run\n",
+        model_path.display(),
         runtime.library().display(),
         bench.runs,
         bench.frames
     );
 
-    let bare1 = bench.bare(1);
-    let bare4 = bench.bare(4);
-    println!("## Bare model (ORT session on ready 320x320 tensors)\n");
-    println!("| batch | ms/frame | frames/s |\n|---|---|---|");
-    println!("| 1 | {bare1:.1} | {:.2} |", fps(bare1));
-    println!("| 4 | {bare4:.1} | {:.2} |\n", fps(bare4));
+    let gflop: Option<f64> = std::env::var("BENCH_GFLOP_PER_FRAME")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    println!("## Bare model (ORT session on ready tensors)\n");
+    println!("| batch | ms/frame | frames/s | TFLOP/s reached |\n|---|---|---|---|");
+    let mut bare_by_batch = Vec::new();
+    for &b in &batches {
+        let ms = bench.bare(b);
+        let tflops = gflop.map_or("-".into(), |g| format!("{:.2}", g * fps(ms) / 1000.0));
+        println!("| {b} | {ms:.2} | {:.2} | {tflops} |", fps(ms));
+        bare_by_batch.push((b, ms));
+    }
+    println!();
 
     println!("## Stages (ms a frame, resizing and rows spread over the cores)\n");
     println!("| resolution | preparation | composite | alpha | mask |\n|---|---|---|---|---|");
@@ -368,12 +451,14 @@ fn main() {
         "| resolution | mode | batch | ms/frame | frames/s | bare ms/frame | / bare | / rembg | RSS added MiB |\n|---|---|---|---|---|---|---|---|---|"
     );
     let mut ratios = std::collections::HashMap::<(&str, usize), Vec<f64>>::new();
+    let mut element_ms = std::collections::HashMap::<(&str, &str, usize), f64>::new();
     for name in ["1080p", "4K"] {
         for mode in ["composite", "alpha", "mask"] {
-            for batch in [1usize, 4] {
+            for &batch in &batches {
                 let bare = bench.bare(batch);
                 let (ms, rss) = bench.element(name, mode, batch);
                 ratios.entry((name, batch)).or_default().push(bare / ms);
+                element_ms.insert((name, mode, batch), ms);
                 let vs_rembg = rembg.as_ref().map_or("-".to_string(), |r| {
                     let theirs = if mode == "mask" {
                         r.mask[name]
@@ -409,7 +494,7 @@ fn main() {
         "| resolution | batch | ms/frame | bare ms/frame | / bare | RSS added MiB |\n|---|---|---|---|---|---|"
     );
     for name in ["720p", "1080p", "4K", "8K"] {
-        for batch in [1usize, 4] {
+        for &batch in &batches {
             let bare = bench.bare(batch);
             let (ms, rss) = bench.element(name, "composite", batch);
             println!(
@@ -431,4 +516,105 @@ fn main() {
         }
         println!("\nrembg peak RSS: {:.0} MiB", r.peak_rss);
     }
+
+    if let Some(fast) = u2netfast(&bench, &["1080p", "4K"]) {
+        println!("\n## u2net-fast 1.0.0 (process_batch + mask_batch, batch 5, frames in memory)\n");
+        println!(
+            "| resolution | u2net-fast images/s | element batch | element images/s | element / u2net-fast |\n|---|---|---|---|---|"
+        );
+        for name in ["1080p", "4K"] {
+            for &batch in &batches {
+                if let Some(ms) = element_ms.get(&(name, "composite", batch)) {
+                    let theirs = 1000.0 / fast.ms[name];
+                    println!(
+                        "| {name} | {theirs:.1} | {batch} | {:.1} | {:.2} |",
+                        fps(*ms),
+                        fps(*ms) / theirs
+                    );
+                }
+            }
+        }
+        for (name, mae, iou) in &fast.mask_agreement {
+            println!(
+                "masks of the same {name} frame, element against u2net-fast: MAE {mae:.2} %, IoU {iou:.4}"
+            );
+        }
+    }
+}
+
+struct U2NetFast {
+    ms: std::collections::HashMap<String, f64>,
+    /// (resolution, MAE %, IoU at 0.5) of the element's mask against theirs.
+    mask_agreement: Vec<(String, f64, f64)>,
+}
+
+/// u2net-fast on the same frames, when BENCH_U2NETFAST_PYTHON names a Python
+/// with torch and u2net_fast (a GPU machine: it runs on CUDA).
+fn u2netfast(bench: &Bench, names: &[&str]) -> Option<U2NetFast> {
+    let python = std::env::var("BENCH_U2NETFAST_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())?;
+    let dir = PathBuf::from(top()).join("target/bench-frames");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out_dir = bench
+        .model_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut args = vec![
+        format!("{}/bench/u2netfast_bench.py", top()),
+        out_dir.display().to_string(),
+        bench.runs.to_string(),
+    ];
+    for name in names {
+        let (w, h, data) = bench.photo(name);
+        let path = dir.join(format!("{name}.rgb"));
+        std::fs::write(&path, data).unwrap();
+        args.push(format!("{}:{w}x{h}", path.display()));
+    }
+    let out = std::process::Command::new(&python)
+        .args(&args)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "u2net-fast failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).ok()?;
+    let mut fast = U2NetFast {
+        ms: Default::default(),
+        mask_agreement: Vec::new(),
+    };
+    for name in names {
+        let (w, h, _) = bench.photo(name);
+        fast.ms.insert(
+            name.to_string(),
+            value["frames"][format!("{w}x{h}")]["ms_per_image"].as_f64()?,
+        );
+        let theirs = std::fs::read(out_dir.join(format!("u2netfast_mask_{w}x{h}.raw"))).ok()?;
+        let ours = bench.element_mask(name);
+        if theirs.len() == ours.len() {
+            let mae = ours
+                .iter()
+                .zip(&theirs)
+                .map(|(a, b)| a.abs_diff(*b) as f64)
+                .sum::<f64>()
+                / ours.len() as f64
+                / 255.0
+                * 100.0;
+            let (mut inter, mut union) = (0usize, 0usize);
+            for (a, b) in ours.iter().zip(&theirs) {
+                let (a, b) = (*a > 127, *b > 127);
+                inter += (a && b) as usize;
+                union += (a || b) as usize;
+            }
+            fast.mask_agreement
+                .push((name.to_string(), mae, inter as f64 / union.max(1) as f64));
+        }
+    }
+    Some(fast)
 }

@@ -268,7 +268,11 @@ fn stats_messages_report_each_batch() {
         let msg = bus
             .timed_pop_filtered(
                 gst::ClockTime::from_seconds(120),
-                &[gst::MessageType::Element, gst::MessageType::Eos, gst::MessageType::Error],
+                &[
+                    gst::MessageType::Element,
+                    gst::MessageType::Eos,
+                    gst::MessageType::Error,
+                ],
             )
             .expect("the stream ends");
         match msg.type_() {

@@ -302,7 +302,10 @@ const ISNET_INPUT_SIZE: (u32, u32) = (1024, 1024);
 /// rembg runs its ISNet models (isnet-general-use, isnet-anime) with other
 /// statistics than U2Net's; they are known by name or by their input size.
 fn normalization_for(path: &Path, input_size: (u32, u32)) -> Normalization {
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     if stem.to_ascii_lowercase().starts_with("isnet") || input_size == ISNET_INPUT_SIZE {
         Normalization::ISNET
     } else {
@@ -349,7 +352,10 @@ mod tests {
     #[test]
     fn isnet_is_known_by_name_or_size() {
         let n = |p: &str, s| normalization_for(Path::new(p), s);
-        assert_eq!(n("/m/isnet-general-use.onnx", (1024, 1024)), Normalization::ISNET);
+        assert_eq!(
+            n("/m/isnet-general-use.onnx", (1024, 1024)),
+            Normalization::ISNET
+        );
         assert_eq!(n("/m/ISNet-anime.onnx", (320, 320)), Normalization::ISNET);
         assert_eq!(n("/m/custom.onnx", (1024, 1024)), Normalization::ISNET);
         assert_eq!(n("/m/u2net.onnx", (320, 320)), Normalization::IMAGENET);
