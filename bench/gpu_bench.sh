@@ -27,4 +27,4 @@ bench=${BENCH_BIN:-$(command -v "$(compgen -c throughput- | head -1)" || true)}
 [ -n "$bench" ] && [ -x "$bench" ] || { echo "no benchmark binary on PATH: set BENCH_BIN" >&2; exit 1; }
 BENCH_TOP=$top BENCH_PROVIDER=cuda BENCH_MODEL=$out/model/u2net_random.onnx BENCH_BATCHES=1,4,8,16 \
   BENCH_FRAMES=${BENCH_FRAMES:-32} BENCH_REMBG_PYTHON= BENCH_U2NETFAST_PYTHON=python3 BENCH_GFLOP_PER_FRAME=117 \
-  "$bench" | tee "$out/gpu_bench.md"
+  "$bench" --bench | tee "$out/gpu_bench.md"

@@ -154,31 +154,26 @@ impl Preparer {
     }
 
     fn resize(&mut self, frame: &Frame) -> Result<(), PrepError> {
-        let bpp = frame.layout.bytes_per_pixel;
-        let small_stride = self.width as usize * bpp;
-        self.small.resize(small_stride * self.height as usize, 0);
-        let result = if bpp == 3 {
-            let src =
-                StridedImage::<U8x3>::new(frame.data, frame.width, frame.height, frame.stride)?;
-            let mut dst = StridedImageMut::<U8x3>::new(
-                &mut self.small,
-                self.width,
-                self.height,
-                small_stride,
-            )?;
-            self.resizer.resize(&src, &mut dst)
+        if frame.layout.bytes_per_pixel == 3 {
+            self.resize_as::<U8x3>(frame)
         } else {
-            let src =
-                StridedImage::<U8x4>::new(frame.data, frame.width, frame.height, frame.stride)?;
-            let mut dst = StridedImageMut::<U8x4>::new(
-                &mut self.small,
-                self.width,
-                self.height,
-                small_stride,
-            )?;
-            self.resizer.resize(&src, &mut dst)
-        };
-        result.map_err(|e| PrepError::Resize(e.to_string()))
+            self.resize_as::<U8x4>(frame)
+        }
+    }
+
+    /// Resizes `frame`, read as pixels of `P`, into `small`.
+    fn resize_as<P: fast_image_resize::PixelTrait>(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<(), PrepError> {
+        let small_stride = self.width as usize * P::size();
+        self.small.resize(small_stride * self.height as usize, 0);
+        let src = StridedImage::<P>::new(frame.data, frame.width, frame.height, frame.stride)?;
+        let mut dst =
+            StridedImageMut::<P>::new(&mut self.small, self.width, self.height, small_stride)?;
+        self.resizer
+            .resize(&src, &mut dst)
+            .map_err(|e| PrepError::Resize(e.to_string()))
     }
 
     fn largest_rgb_value(&self, layout: PixelLayout) -> u8 {

@@ -244,6 +244,24 @@ pub fn collect_samples(sink: &gst_app::AppSink) -> Vec<gst::Sample> {
     samples
 }
 
+/// Runs `desc`, whose sink is `appsink name=sink`, for its first sample:
+/// the frame's plane (rows packed) and its video info.
+pub fn first_frame(desc: &str) -> (Vec<u8>, gst_video::VideoInfo) {
+    let pipeline = parse_pipeline(desc);
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink
+        .pull_sample()
+        .unwrap_or_else(|_| panic!("{desc}: no frame"));
+    pipeline.set_state(gst::State::Null).unwrap();
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    (packed_plane(&sample.buffer_owned().unwrap(), &info), info)
+}
+
 pub fn parse_pipeline(desc: &str) -> gst::Pipeline {
     init();
     gst::parse::launch(desc)
