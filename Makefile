@@ -45,6 +45,7 @@ demo: build
 	scripts/demo.sh
 
 test: setup lint
+	$(CARGO) build --examples
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 

@@ -9,16 +9,26 @@ use std::process::Command;
 
 use common::*;
 
-/// `cargo test` builds the examples beside the test binaries' folder.
+/// The example's executable. Plain `cargo test` builds the examples beside
+/// the test binaries' folder, but `cargo test --all-targets` builds them as
+/// test harnesses only, so a missing one is built here with the same cargo
+/// and profile (cargo holds no lock while tests run).
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = dir.join("examples").join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built (cargo test builds examples)",
-        path.display()
-    );
+    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = profile_dir.join("examples").join(name);
+    if !path.is_file() {
+        let mut cargo = Command::new(env!("CARGO"));
+        cargo
+            .args(["build", "--example", name, "--manifest-path"])
+            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cargo.arg("--release");
+        }
+        let status = cargo.status().expect("cargo starts");
+        assert!(status.success(), "cargo build --example {name} failed");
+    }
+    assert!(path.is_file(), "{} is not built", path.display());
     path
 }
 
