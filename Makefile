@@ -45,7 +45,7 @@ demo: build
 	scripts/demo.sh
 
 test: setup lint
-	$(CARGO) build --examples
+	$(CARGO) build --lib --examples
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 

@@ -9,27 +9,44 @@ use std::process::Command;
 
 use common::*;
 
-/// The example's executable. Plain `cargo test` builds the examples beside
-/// the test binaries' folder, but `cargo test --all-targets` builds them as
-/// test harnesses only, so a missing one is built here with the same cargo
-/// and profile (cargo holds no lock while tests run).
-fn example(name: &str) -> PathBuf {
+/// The folder of this profile's outputs (`target/debug`).
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let path = profile_dir.join("examples").join(name);
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `path`, built by `cargo build <target>` with this test's cargo and
+/// profile when it is missing: plain `cargo test` leaves the examples and the
+/// plugin's cdylib in the profile folder, but `cargo test --all-targets`
+/// builds examples only as test harnesses and does not place the cdylib
+/// there. Cargo holds no lock while tests run.
+fn built(path: PathBuf, target: &[&str]) -> PathBuf {
     if !path.is_file() {
         let mut cargo = Command::new(env!("CARGO"));
         cargo
-            .args(["build", "--example", name, "--manifest-path"])
-            .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            .arg("build")
+            .args(target)
+            .arg("--manifest-path")
+            .arg(PathBuf::from(TOP).join("Cargo.toml"));
+        if profile_dir().file_name().is_some_and(|n| n == "release") {
             cargo.arg("--release");
         }
         let status = cargo.status().expect("cargo starts");
-        assert!(status.success(), "cargo build --example {name} failed");
+        assert!(status.success(), "cargo build {target:?} failed");
     }
     assert!(path.is_file(), "{} is not built", path.display());
     path
+}
+
+/// The example's executable.
+fn example(name: &str) -> PathBuf {
+    built(
+        profile_dir().join("examples").join(name),
+        &["--example", name],
+    )
 }
 
 fn run(mut cmd: Command) -> String {
@@ -106,21 +123,16 @@ fn python_script_with_the_built_plugin() {
         python_has_gst,
         "PyGObject is missing: make setup installs python3-gi and gir1.2-gstreamer-1.0"
     );
-    // The cdylib that cargo built beside the examples, loaded by GStreamer.
-    let plugin_dir = example("embed")
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
-    assert!(plugin_dir.join("libgstu2netmatte.so").is_file());
+    // The plugin's cdylib, loaded by GStreamer from the profile folder.
+    let plugin = built(profile_dir().join("libgstu2netmatte.so"), &["--lib"]);
+    let plugin_dir = plugin.parent().unwrap();
     let dir = temp_dir("python");
     let out = dir.join("cutout.png");
     let mut cmd = Command::new(python);
     cmd.arg(PathBuf::from(TOP).join("examples/python/cutout.py"))
         .arg(photo("chelsea.png"))
         .arg(&out)
-        .env("GST_PLUGIN_PATH", &plugin_dir)
+        .env("GST_PLUGIN_PATH", plugin_dir)
         .env("GST_REGISTRY", dir.join("registry.bin"));
     let stdout = run(cmd);
     assert!(stdout.contains("model=u2netp batch-size=1"), "{stdout}");
