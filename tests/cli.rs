@@ -37,11 +37,23 @@ fn inputs(dir: &Path, with_corrupt: bool) {
     }
 }
 
+/// Runs the tool; a run that has not ended after two minutes is killed and
+/// fails the test, so a hang is a failure, never a stuck CI.
 fn run(args: &[&str]) -> (i32, String) {
-    let out = Command::new(TOOL)
+    let child = Command::new(TOOL)
         .args(args)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("the tool runs");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(out) = rx.recv_timeout(Duration::from_secs(120)) else {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("u2netmatte {} did not end within 120 s", args.join(" "));
+    };
+    let out = out.expect("the tool's output is read");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     println!("u2netmatte {}\n{stderr}", args.join(" "));
     (out.status.code().unwrap_or(-1), stderr)
@@ -130,6 +142,58 @@ fn all_good_files_exit_zero_in_every_format() {
             (321, 97, color),
             "{format}"
         );
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Decoders run in parallel and finish out of order: each frame must still
+/// reach the element under its own caps. Many small pictures of different
+/// sizes keep several decoders waiting on a full queue at once.
+#[test]
+fn many_sizes_decoded_in_parallel() {
+    init();
+    let dir = temp_dir("cli-parallel");
+    let (src, out) = (dir.join("in"), dir.join("out"));
+    std::fs::create_dir_all(&src).unwrap();
+    let sizes: Vec<(u32, u32)> = (0..24u32)
+        .map(|i| (40 + 13 * i, 30 + 7 * (i % 5)))
+        .collect();
+    for (i, &(w, h)) in sizes.iter().enumerate() {
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            let inside = (x as i64 - w as i64 / 2).pow(2) + (y as i64 - h as i64 / 2).pow(2)
+                < (h as i64 / 3).pow(2);
+            if inside {
+                image::Rgb([220, 40, 30])
+            } else {
+                image::Rgb([(x * 255 / w) as u8, 120, (y * 255 / h) as u8])
+            }
+        });
+        img.save(src.join(format!("p{i:02}.png"))).unwrap();
+    }
+    for batch in ["1", "3"] {
+        let _ = std::fs::remove_dir_all(&out);
+        let (code, stderr) = run(&[
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-b",
+            batch,
+            "--jobs",
+            "4",
+            "--mode",
+            "mask",
+            "--quiet",
+        ]);
+        assert_eq!(code, 0, "batch {batch}: {stderr}");
+        assert!(stderr.contains("24 of 24 files written"), "{stderr}");
+        for (i, &(w, h)) in sizes.iter().enumerate() {
+            let img = image::open(out.join(format!("p{i:02}.png"))).unwrap();
+            assert_eq!(
+                (img.width(), img.height()),
+                (w, h),
+                "p{i:02}, batch {batch}"
+            );
+        }
     }
     std::fs::remove_dir_all(dir).unwrap();
 }

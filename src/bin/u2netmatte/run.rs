@@ -161,6 +161,7 @@ pub fn run(args: &Args) -> Result<Summary, String> {
     let written = AtomicUsize::new(0);
     let next = AtomicUsize::new(0);
     let decoders_left = AtomicUsize::new(threads);
+    let push_turn = Mutex::new(());
     let fail = |job: &Job, reason: String| {
         bar.println(format!("skipped {}: {reason}", job.input.display()));
         failed
@@ -172,7 +173,7 @@ pub fn run(args: &Args) -> Result<Summary, String> {
 
     let (tx, rx) = mpsc::sync_channel::<gst::Sample>(threads * 2);
     let rx = Mutex::new(rx);
-    std::thread::scope(|s| {
+    let error = std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 loop {
@@ -180,6 +181,10 @@ pub fn run(args: &Args) -> Result<Summary, String> {
                     let Some(job) = jobs.get(i) else { break };
                     match codec::decode(&job.input).and_then(|pic| sample_for(pic, i)) {
                         Ok(sample) => {
+                            // push_sample sets the caps, then queues the
+                            // buffer: two decoders interleaving there would
+                            // send a frame under another's caps.
+                            let _turn = push_turn.lock().unwrap_or_else(|e| e.into_inner());
                             if p.src.push_sample(&sample).is_err() {
                                 break;
                             }
@@ -220,14 +225,15 @@ pub fn run(args: &Args) -> Result<Summary, String> {
             }
         }
         drop(tx);
-        // An error ends the stream early: stop the decoders blocked in push.
-        if !p.sink.is_eos() {
-            let _ = p.pipeline.set_state(gst::State::Null);
-        }
+        // An error ends the stream early, and appsrc then sends EOS itself:
+        // decoders may still wait in push. Read the error before stopping
+        // (a pipeline going to NULL drops its bus messages), then stop,
+        // which makes every push return at once.
+        let error = bus_error(&p.pipeline);
+        let _ = p.pipeline.set_state(gst::State::Null);
+        error
     });
     bar.finish_and_clear();
-    let error = bus_error(&p.pipeline);
-    let _ = p.pipeline.set_state(gst::State::Null);
     if let Some(e) = error {
         return Err(e);
     }
