@@ -121,16 +121,28 @@ setup_ort() {
   say "ONNX Runtime $ORT_VERSION -> $dest"
 }
 
-setup_gpu() {
-  local dir=$deps/onnxruntime-gpu missing=0 entry
-  for entry in $ORT_GPU_LIBS; do sha_ok "$dir/${entry%%:*}" "${entry#*:}" || missing=1; done
-  [ $missing = 0 ] && return
+# Whether every file listed as "name:sha256 ..." is in `dir`, verified.
+members_present() {
+  local dir=$1 entries=$2 entry
+  for entry in $entries; do sha_ok "$dir/${entry%%:*}" "${entry#*:}" || return 1; done
+}
+
+# Those files, from the folder `prefix` of a wheel, each verified.
+fetch_members() {
+  local spec=$1 wheel=$2 wheel_sha=$3 prefix=$4 dir=$5 entries=$6 entry
   # shellcheck disable=SC2086
-  fetch_wheel "onnxruntime-gpu==$ORT_VERSION" "$ORT_GPU_WHEEL" "$ORT_GPU_WHEEL_SHA256" $CP311
+  fetch_wheel "$spec" "$wheel" "$wheel_sha" $CP311
   mkdir -p "$dir"
-  for entry in $ORT_GPU_LIBS; do
-    unzip_member "$wheels/$ORT_GPU_WHEEL" "onnxruntime/capi/${entry%%:*}" "$dir/${entry%%:*}" "${entry#*:}"
+  for entry in $entries; do
+    unzip_member "$wheels/$wheel" "$prefix/${entry%%:*}" "$dir/${entry%%:*}" "${entry#*:}"
   done
+}
+
+setup_gpu() {
+  local dir=$deps/onnxruntime-gpu
+  members_present "$dir" "$ORT_GPU_LIBS" && return
+  fetch_members "onnxruntime-gpu==$ORT_VERSION" "$ORT_GPU_WHEEL" "$ORT_GPU_WHEEL_SHA256" \
+    onnxruntime/capi "$dir" "$ORT_GPU_LIBS"
   say "ONNX Runtime $ORT_VERSION (CUDA 13) -> $dir; use it with ort-library=$dir/$ORT_LIB or ORT_DYLIB_PATH"
 }
 
@@ -145,15 +157,10 @@ setup_model() {
 }
 
 setup_photos() {
-  local dir=$deps/photos missing=0 entry
-  for entry in $PHOTOS; do sha_ok "$dir/${entry%%:*}" "${entry#*:}" || missing=1; done
-  [ $missing = 0 ] && return
-  # shellcheck disable=SC2086
-  fetch_wheel "scikit-image==0.26.0" "$PHOTOS_WHEEL" "$PHOTOS_WHEEL_SHA256" $CP311
-  mkdir -p "$dir"
-  for entry in $PHOTOS; do
-    unzip_member "$wheels/$PHOTOS_WHEEL" "skimage/data/${entry%%:*}" "$dir/${entry%%:*}" "${entry#*:}"
-  done
+  local dir=$deps/photos
+  members_present "$dir" "$PHOTOS" && return
+  fetch_members "scikit-image==0.26.0" "$PHOTOS_WHEEL" "$PHOTOS_WHEEL_SHA256" \
+    skimage/data "$dir" "$PHOTOS"
   say "photos -> $dir"
 }
 

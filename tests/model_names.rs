@@ -23,11 +23,7 @@ fn a_model_name_is_found_in_u2net_home() {
         "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=48 ! u2netmatte model=my_tiny_model mode=mask ! \
          appsink name=sink sync=false",
     );
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = sink_of(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     assert_eq!(collect_samples(&sink).len(), 3);
     pipeline.set_state(gst::State::Null).unwrap();

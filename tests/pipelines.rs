@@ -41,11 +41,7 @@ fn masks_equal_rembgs_on_real_photos() {
         dir.display(),
         PHOTOS.len() - 1
     ));
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = sink_of(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let samples = collect_samples(&sink);
     pipeline.set_state(gst::State::Null).unwrap();
@@ -119,11 +115,7 @@ fn the_plugin_finds_library_and_model_without_settings() {
     let pipeline = parse_pipeline(
         "videotestsrc num-buffers=2 ! video/x-raw,width=64,height=48 ! u2netmatte ! appsink name=sink sync=false",
     );
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = sink_of(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     assert_eq!(collect_samples(&sink).len(), 2);
     pipeline.set_state(gst::State::Null).unwrap();

@@ -193,11 +193,7 @@ fn seeks_while_playing_restart_at_the_target() {
         "videotestsrc pattern=ball ! video/x-raw,width=64,height=48,framerate=10/1 ! \
          u2netmatte batch-size=4 mode=mask ! appsink name=sink sync=false max-buffers=2",
     );
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = sink_of(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let pts = |s: &gst::Sample| s.buffer().unwrap().pts().unwrap().mseconds();
     for _ in 0..3 {
@@ -259,11 +255,7 @@ fn pausing_and_resuming_with_frames_in_flight_loses_nothing() {
         "videotestsrc num-buffers=24 ! video/x-raw,width=64,height=48,framerate=25/1 ! \
          u2netmatte batch-size=4 mode=mask ! appsink name=sink sync=true",
     );
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = sink_of(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let mut pts = Vec::new();
     for _ in 0..8 {

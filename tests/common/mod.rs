@@ -248,11 +248,7 @@ pub fn collect_samples(sink: &gst_app::AppSink) -> Vec<gst::Sample> {
 /// the frame's plane (rows packed) and its video info.
 pub fn first_frame(desc: &str) -> (Vec<u8>, gst_video::VideoInfo) {
     let pipeline = parse_pipeline(desc);
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    let sink = sink_of(&pipeline);
     pipeline.set_state(gst::State::Playing).unwrap();
     let sample = sink
         .pull_sample()
@@ -260,6 +256,15 @@ pub fn first_frame(desc: &str) -> (Vec<u8>, gst_video::VideoInfo) {
     pipeline.set_state(gst::State::Null).unwrap();
     let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
     (packed_plane(&sample.buffer_owned().unwrap(), &info), info)
+}
+
+/// The pipeline's `appsink name=sink`.
+pub fn sink_of(pipeline: &gst::Pipeline) -> gst_app::AppSink {
+    pipeline
+        .by_name("sink")
+        .expect("the pipeline has an appsink named sink")
+        .downcast::<gst_app::AppSink>()
+        .unwrap()
 }
 
 pub fn parse_pipeline(desc: &str) -> gst::Pipeline {
