@@ -10,6 +10,7 @@
 
 use gst::glib;
 
+pub mod engine;
 pub mod image_view;
 pub mod matte;
 pub mod model;

@@ -89,6 +89,11 @@ pub enum MatteError {
 }
 
 /// Builds output frames; keeps its scratch buffers between frames.
+///
+/// The RGBA modes work in two steps, so that a stream need not hold its
+/// input frames while their masks are computed: [`to_rgba`] copies the
+/// frame into the output buffer when it arrives, and [`Matter::apply`]
+/// applies the mask to that buffer in place when the mask is ready.
 #[derive(Default)]
 pub struct Matter {
     resizer: Lanczos3,
@@ -101,7 +106,7 @@ impl Matter {
         Self::default()
     }
 
-    /// Writes the output of `mode` for one frame.
+    /// Writes the output of `mode` for one frame in one call.
     ///
     /// `small_mask` is the model-size u8 mask (`small_width` x `small_height`),
     /// `input` the source frame (not needed for `Mode::Mask`).
@@ -111,6 +116,25 @@ impl Matter {
         small_mask: &[u8],
         small_size: (u32, u32),
         input: Option<&Frame>,
+        mut out: OutFrame,
+        composite: Composite,
+    ) -> Result<(), MatteError> {
+        if mode != Mode::Mask {
+            let input = input.ok_or(MatteError::NoInput(mode))?;
+            to_rgba(input, out.reborrow())?;
+        }
+        self.apply(mode, small_mask, small_size, out, composite)
+    }
+
+    /// Applies a mask to an output frame: `Mode::Mask` writes the scaled
+    /// mask (GRAY8); the RGBA modes expect the frame's colours already in
+    /// `out` (see [`to_rgba`]) and set alpha (`Alpha`) or replace the
+    /// background with the fill colour (`Composite`).
+    pub fn apply(
+        &mut self,
+        mode: Mode,
+        small_mask: &[u8],
+        small_size: (u32, u32),
         out: OutFrame,
         composite: Composite,
     ) -> Result<(), MatteError> {
@@ -118,35 +142,21 @@ impl Matter {
             let mut dst = StridedImageMut::<U8>::new(out.data, out.width, out.height, out.stride)?;
             return self.scale_mask(small_mask, small_size, &mut dst);
         }
-        let input = input.ok_or(MatteError::NoInput(mode))?;
-        if (input.width, input.height) != (out.width, out.height) {
-            return Err(MatteError::SizeMismatch {
-                input_w: input.width,
-                input_h: input.height,
-                output_w: out.width,
-                output_h: out.height,
-            });
-        }
         let (w, h) = (out.width, out.height);
-        check_bytes(
-            w,
-            h,
-            input.stride,
-            input.layout.bytes_per_pixel,
-            input.data.len(),
-        )?;
         check_bytes(w, h, out.stride, 4, out.data.len())?;
         self.mask.resize(w as usize * h as usize, 0);
         let mut mask = std::mem::take(&mut self.mask);
         let scaled = StridedImageMut::<U8>::new(&mut mask, w, h, w as usize)
             .map_err(MatteError::from)
             .and_then(|mut dst| self.scale_mask(small_mask, small_size, &mut dst));
-        let result = scaled.and_then(|()| match mode {
-            Mode::Alpha => cut_out(input, &mask, out),
-            _ => fill_background(input, &mask, out, composite),
-        });
+        if scaled.is_ok() {
+            match mode {
+                Mode::Alpha => set_alpha(&mask, out),
+                _ => fill_background(&mask, out, composite),
+            }
+        }
         self.mask = mask;
-        result
+        scaled
     }
 
     /// Scales a model-size mask to `dst`'s size with Lanczos3.
@@ -160,6 +170,18 @@ impl Matter {
         self.resizer
             .resize(&src, dst)
             .map_err(|e| MatteError::Resize(e.to_string()))
+    }
+}
+
+impl OutFrame<'_> {
+    /// The same frame, borrowed again.
+    pub fn reborrow(&mut self) -> OutFrame<'_> {
+        OutFrame {
+            data: self.data,
+            width: self.width,
+            height: self.height,
+            stride: self.stride,
+        }
     }
 }
 
@@ -194,12 +216,29 @@ macro_rules! with_layout {
     }};
 }
 
-/// Source colour, soft mask as alpha.
-fn cut_out(input: &Frame, mask: &[u8], out: OutFrame) -> Result<(), MatteError> {
-    with_layout!(input.layout, cut_out_rows(input, mask, out))
+/// Copies a frame of any packed layout into an RGBA frame of the same size:
+/// its colours, and its alpha where it has one (255 elsewhere).
+pub fn to_rgba(input: &Frame, out: OutFrame) -> Result<(), MatteError> {
+    if (input.width, input.height) != (out.width, out.height) {
+        return Err(MatteError::SizeMismatch {
+            input_w: input.width,
+            input_h: input.height,
+            output_w: out.width,
+            output_h: out.height,
+        });
+    }
+    check_bytes(
+        input.width,
+        input.height,
+        input.stride,
+        input.layout.bytes_per_pixel,
+        input.data.len(),
+    )?;
+    check_bytes(out.width, out.height, out.stride, 4, out.data.len())?;
+    with_layout!(input.layout, to_rgba_rows(input, out))
 }
 
-fn cut_out_rows<
+fn to_rgba_rows<
     const BPP: usize,
     const R: usize,
     const G: usize,
@@ -207,76 +246,68 @@ fn cut_out_rows<
     const A: usize,
 >(
     input: &Frame,
-    mask: &[u8],
     out: OutFrame,
 ) -> Result<(), MatteError> {
-    for_each_band(input, mask, out, |src, m, dst| {
-        for ((s, d), &a) in src.chunks_exact(BPP).zip(dst.chunks_exact_mut(4)).zip(m) {
-            d.copy_from_slice(&[s[R], s[G], s[B], a]);
-        }
-    });
+    let in_row = input.width as usize * BPP;
+    let out_row = out.width as usize * 4;
+    for_each_band(
+        out.height as usize,
+        (input.data, input.stride),
+        out,
+        |src, dst| {
+            for (s, d) in src[..in_row]
+                .chunks_exact(BPP)
+                .zip(dst[..out_row].chunks_exact_mut(4))
+            {
+                let alpha = if A < BPP { s[A.min(BPP - 1)] } else { 255 };
+                d.copy_from_slice(&[s[R], s[G], s[B], alpha]);
+            }
+        },
+    );
     Ok(())
 }
 
-/// Runs `row` on every (input row, mask row, output row), bands of rows in
-/// parallel: a 4K frame is 8 M pixels.
+/// Runs `row` on every (source row, output row), bands of rows in parallel:
+/// a 4K frame is 8 M pixels. The source is `(bytes, stride)`.
 fn for_each_band(
-    input: &Frame,
-    mask: &[u8],
+    height: usize,
+    (src, src_stride): (&[u8], usize),
     out: OutFrame,
-    row: impl Fn(&[u8], &[u8], &mut [u8]) + Sync,
+    row: impl Fn(&[u8], &mut [u8]) + Sync,
 ) {
     use rayon::prelude::*;
-    let width = input.width as usize;
-    let band = (input.height as usize)
+    if height == 0 || src_stride == 0 || out.stride == 0 {
+        return;
+    }
+    let band = height
         .div_ceil(rayon::current_num_threads().max(1) * 4)
         .max(1);
-    let out_row = width * 4;
-    let in_row = width * input.layout.bytes_per_pixel;
-    let (in_stride, out_stride) = (input.stride, out.stride);
-    let bands: Vec<_> = input
-        .data
-        .chunks(in_stride * band)
-        .zip(mask.chunks(width * band))
+    let out_stride = out.stride;
+    let bands: Vec<_> = src
+        .chunks(src_stride * band)
         .zip(out.data.chunks_mut(out_stride * band))
-        .take((input.height as usize).div_ceil(band))
+        .take(height.div_ceil(band))
         .collect();
-    bands.into_par_iter().for_each(|((src, m), dst)| {
-        for ((s, mr), d) in src
-            .chunks(in_stride)
-            .zip(m.chunks_exact(width))
-            .zip(dst.chunks_mut(out_stride))
-        {
-            row(&s[..in_row], mr, &mut d[..out_row]);
+    bands.into_par_iter().for_each(|(s, d)| {
+        for (s, d) in s.chunks(src_stride).zip(d.chunks_mut(out_stride)) {
+            row(s, d);
         }
     });
 }
 
-/// Source pixel where the mask is above the threshold, fill colour elsewhere.
-fn fill_background(
-    input: &Frame,
-    mask: &[u8],
-    out: OutFrame,
-    composite: Composite,
-) -> Result<(), MatteError> {
-    with_layout!(
-        input.layout,
-        fill_background_rows(input, mask, out, composite)
-    )
+/// Sets alpha to the full-size `mask`.
+fn set_alpha(mask: &[u8], out: OutFrame) {
+    let width = out.width as usize;
+    for_each_band(out.height as usize, (mask, width), out, |m, dst| {
+        for (d, &a) in dst.chunks_exact_mut(4).zip(&m[..width]) {
+            d[3] = a;
+        }
+    });
 }
 
-fn fill_background_rows<
-    const BPP: usize,
-    const R: usize,
-    const G: usize,
-    const B: usize,
-    const A: usize,
->(
-    input: &Frame,
-    mask: &[u8],
-    out: OutFrame,
-    composite: Composite,
-) -> Result<(), MatteError> {
+/// Keeps the pixels whose full-size `mask` is above the threshold, paints
+/// the rest with the fill colour.
+fn fill_background(mask: &[u8], out: OutFrame, composite: Composite) {
     // All ones where the pixel is kept: a select without a branch.
     let keep: [u32; 256] = std::array::from_fn(|m| {
         if m as f64 / 255.0 > composite.threshold {
@@ -287,15 +318,14 @@ fn fill_background_rows<
     });
     let [fa, fr, fg, fb] = composite.fill_argb.to_be_bytes();
     let fill = u32::from_ne_bytes([fr, fg, fb, fa]);
-    for_each_band(input, mask, out, |src, m, dst| {
-        for ((s, d), &mv) in src.chunks_exact(BPP).zip(dst.chunks_exact_mut(4)).zip(m) {
-            let alpha = if A < BPP { s[A.min(BPP - 1)] } else { 255 };
-            let px = u32::from_ne_bytes([s[R], s[G], s[B], alpha]);
+    let width = out.width as usize;
+    for_each_band(out.height as usize, (mask, width), out, |m, dst| {
+        for (d, &mv) in dst.chunks_exact_mut(4).zip(&m[..width]) {
+            let px = u32::from_ne_bytes([d[0], d[1], d[2], d[3]]);
             let k = keep[mv as usize];
             d.copy_from_slice(&((px & k) | (fill & !k)).to_ne_bytes());
         }
     });
-    Ok(())
 }
 
 #[cfg(test)]

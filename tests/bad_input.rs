@@ -120,14 +120,41 @@ fn missing_onnx_runtime_library() {
 
 #[test]
 fn cuda_asked_for_where_it_cannot_be_used() {
-    // The CPU build of ONNX Runtime has no CUDA provider: `cuda` must fail,
-    // `auto` must fall back and run.
-    let err = start_error("provider=cuda");
-    assert_names(&err, "provider=cuda but CUDA cannot be used:");
-    let pipeline = parse_pipeline(
+    // Where ONNX Runtime's CPU build (or no GPU) is what this machine has,
+    // `cuda` must fail with the reason and `auto` fall back; where CUDA can
+    // be used, both run on it.
+    let runs_on = loaded_provider();
+    let auto = parse_pipeline(
         "videotestsrc num-buffers=1 ! video/x-raw,width=32,height=24 ! u2netmatte provider=auto ! fakesink",
     );
-    run_pipeline(&pipeline, Duration::from_secs(60)).expect("provider=auto runs on the CPU");
+    run_pipeline(&auto, Duration::from_secs(60)).expect("provider=auto runs");
+    if runs_on == "CPU" {
+        let err = start_error("provider=cuda");
+        assert_names(&err, "provider=cuda but CUDA cannot be used:");
+    } else {
+        let cuda = parse_pipeline(
+            "videotestsrc num-buffers=1 ! video/x-raw,width=32,height=24 ! u2netmatte provider=cuda ! fakesink",
+        );
+        run_pipeline(&cuda, Duration::from_secs(60)).expect("provider=cuda runs on a GPU");
+    }
+}
+
+#[test]
+fn model_that_loads_but_cannot_run() {
+    let dir = temp_dir("cannot-run");
+    let good = dir.join("channel0.onnx");
+    write_channel_model(&good, 0);
+    let pipeline = parse_pipeline(&format!(
+        "videotestsrc num-buffers=3 ! video/x-raw,width=32,height=24 ! u2netmatte model={} ! fakesink",
+        good.display()
+    ));
+    run_pipeline(&pipeline, Duration::from_secs(60)).expect("the stand-in model runs");
+
+    let broken = dir.join("channel7.onnx");
+    write_channel_model(&broken, 7);
+    let err = start_error(&format!("model={}", broken.display()));
+    assert_names(&err, "inference failed:");
+    assert_names(&err, "indices element out of data bounds");
 }
 
 /// Pushes `buffers` through `appsrc caps=<caps> ! u2netmatte ! fakesink` and

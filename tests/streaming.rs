@@ -25,9 +25,7 @@ fn mask_harness(batch: u32) -> (gst_check::Harness, Log) {
         ("mode", "mask".to_value()),
     ]);
     let log = record(&el.static_pad("src").unwrap());
-    let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
-    h.play();
-    (h, log)
+    (harness_around(el, false), log)
 }
 
 #[test]

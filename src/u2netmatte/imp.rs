@@ -20,21 +20,21 @@
  *     fill-color=0xff00ff00 ! videoconvert ! autovideosink
  * ```
  */
-use std::sync::{Condvar, LazyLock, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::latency::Latency;
-use super::queue::Queue;
-use super::worker::BatchRunner;
+use super::frames::OutputPools;
+use super::state::{Shared, StreamConfig};
 use super::{U2NetMatteMode, U2NetMatteProvider, caps};
-use crate::matte::Mode;
-use crate::model::{Interrupter, Model, ModelOptions, ProviderUsed, names};
-use crate::prep::Preparer;
+use crate::engine::{Delivery, Engine, Policy};
+use crate::matte::Matter;
+use crate::model::{Model, ModelOptions, ProviderUsed, names};
+use crate::prep::{Normalization, Preparer};
 use crate::runtime;
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -98,79 +98,80 @@ impl Default for Settings {
     }
 }
 
-/// What stays fixed from READY to NULL.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct RunConfig {
-    pub mode: Mode,
-    pub batch_size: usize,
-    pub batch_timeout: Option<Duration>,
-    /// Where inference actually runs.
-    pub provider: ProviderUsed,
+/// What a loaded model was loaded from: when any of it changes, the
+/// model is loaded again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ModelKey {
+    pub path: PathBuf,
+    pub provider: U2NetMatteProvider,
+    pub device_id: i32,
+    pub ort_library: Option<String>,
 }
 
-/// The sink side's own state; only the streaming thread and state changes
-/// touch it.
-#[derive(Default)]
-pub(super) struct SinkState {
-    pub preparer: Option<Preparer>,
-    pub tensor_len: usize,
-    pub in_info: Option<gst_video::VideoInfo>,
-    pub out_info: Option<gst_video::VideoInfo>,
-    pub eos: bool,
-    /// Whether upstream's liveness has been asked since the last start/flush.
-    pub live_checked: bool,
+/// A model running in its engine, from NULL->READY to READY->NULL.
+pub(super) struct Loaded {
+    pub key: ModelKey,
+    pub engine: Arc<Engine>,
+    pub provider: ProviderUsed,
+    /// The model's input (width, height).
+    pub input_size: (u32, u32),
+    pub normalization: Normalization,
 }
 
 /// Three threads share the element: the sink pad's streaming thread
-/// prepares frames (`sink.rs`), the inference thread runs batches
-/// (`inference.rs`), the src pad's task pushes (`src.rs`). `queue` links
-/// them, `cond` wakes them.
+/// prepares frames (`sink.rs`), the engine's thread runs the model
+/// (`crate::engine`), the src pad's task composes and pushes (`src.rs`).
+/// The streaming state they share is one `State` under one lock
+/// (`state.rs`); the tools each thread uses alone sit in their own mutexes,
+/// never contended.
 pub struct U2NetMatte {
     pub(super) sinkpad: gst::Pad,
     pub(super) srcpad: gst::Pad,
     pub(super) settings: Mutex<Settings>,
-    pub(super) config: Mutex<Option<RunConfig>>,
-    pub(super) sink: Mutex<SinkState>,
-    pub(super) queue: Mutex<Queue>,
-    pub(super) cond: Condvar,
-    pub(super) interrupter: Mutex<Option<Interrupter>>,
-    pub(super) latency: Mutex<Latency>,
-    inference: Mutex<Option<JoinHandle<()>>>,
+    pub(super) shared: Arc<Shared>,
+    pub(super) loaded: Mutex<Option<Loaded>>,
+    /// The sink pad's: model-input preparation.
+    pub(super) preparer: Mutex<Option<Preparer>>,
+    /// The src pad task's: mask scaling and compositing.
+    pub(super) matter: Mutex<Matter>,
+    pub(super) pools: Mutex<OutputPools>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-pub(super) fn wait<'a, T>(cond: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-    cond.wait(guard).unwrap_or_else(PoisonError::into_inner)
-}
-
 impl U2NetMatte {
-    pub(super) fn config(&self) -> Result<RunConfig, gst::FlowError> {
-        lock(&self.config).ok_or(gst::FlowError::Flushing)
-    }
-
-    pub(super) fn mode(&self) -> Mode {
-        match *lock(&self.config) {
+    pub(super) fn mode(&self) -> crate::matte::Mode {
+        match self.shared.lock().config {
             Some(c) => c.mode,
             None => lock(&self.settings).mode.into(),
         }
     }
 
-    /// NULL -> READY: loads ONNX Runtime and the model, proves the model
-    /// runs a full batch, and starts the inference thread.
-    fn start(&self) -> Result<(), gst::ErrorMessage> {
+    /// Loads ONNX Runtime and the model as the settings say, unless the
+    /// model loaded already is that one, and starts its engine. The engine
+    /// warms up on its own thread: this does not wait for a model run.
+    fn load(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let runtime = self.load_runtime(settings.ort_library.as_deref())?;
-
         let path = names::resolve(&settings.model, &names::SearchPath::from_env())
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
-        let options = ModelOptions {
-            provider: settings.provider.into(),
+        let key = ModelKey {
+            path,
+            provider: settings.provider,
             device_id: settings.device_id,
+            ort_library: settings.ort_library.clone(),
         };
-        let model = Model::load(&runtime, &path, &options)
+        if lock(&self.loaded).as_ref().is_some_and(|l| l.key == key) {
+            return Ok(());
+        }
+        self.unload();
+        let runtime = self.load_runtime(key.ort_library.as_deref())?;
+        let options = ModelOptions {
+            provider: key.provider.into(),
+            device_id: key.device_id,
+        };
+        let model = Model::load(&runtime, &key.path, &options)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
         if let Some(reason) = model.fallback_reason() {
             gst::warning!(
@@ -184,59 +185,26 @@ impl U2NetMatte {
             CAT,
             imp = self,
             "model {} ({}x{} input) on {}",
-            path.display(),
+            key.path.display(),
             width,
             height,
             model.provider()
         );
-
-        let batch_size = settings.batch_size as usize;
         let provider = model.provider();
-        let interrupter = model.interrupter();
         let normalization = model.normalization();
-        let tensor_len = model.frame_len();
-        let mut runner = BatchRunner::new(model);
-        // The first run also sets ONNX Runtime up and is several times
-        // slower; the second is what a batch costs.
-        let elapsed = runner
-            .warm_up(batch_size)
-            .and_then(|_| runner.warm_up(batch_size))
-            .map_err(|e| {
-                gst::error_msg!(
-                    gst::LibraryError::Settings,
-                    (
-                        "model {} cannot run a batch of {}: {}",
-                        path.display(),
-                        batch_size,
-                        e
-                    )
-                )
-            })?;
-        gst::debug!(CAT, imp = self, "a batch of {batch_size} takes {elapsed:?}");
-
-        let config = RunConfig {
-            mode: settings.mode.into(),
-            batch_size,
-            batch_timeout: (settings.batch_timeout_ms > 0)
-                .then(|| Duration::from_millis(settings.batch_timeout_ms.into())),
-            provider,
-        };
-        *lock(&self.latency) = Latency::new(elapsed);
-        *lock(&self.sink) = SinkState {
-            preparer: Some(Preparer::new(width, height, normalization)),
-            tensor_len,
-            ..Default::default()
-        };
-        *lock(&self.config) = Some(config);
-        *lock(&self.interrupter) = Some(interrupter);
-        *lock(&self.queue) = Queue::default();
-        let thread = self.spawn_inference(runner, config).map_err(|e| {
+        let engine = Engine::start(Box::new(model)).map_err(|e| {
             gst::error_msg!(
                 gst::CoreError::Thread,
                 ("cannot start the inference thread: {e}")
             )
         })?;
-        *lock(&self.inference) = Some(thread);
+        *lock(&self.loaded) = Some(Loaded {
+            key,
+            engine: Arc::new(engine),
+            provider,
+            input_size: (width, height),
+            normalization,
+        });
         Ok(())
     }
 
@@ -280,38 +248,82 @@ impl U2NetMatte {
         Ok(loaded.runtime)
     }
 
-    /// READY -> NULL: ends the inference thread and drops the model.
-    fn stop(&self) {
-        {
-            let mut q = lock(&self.queue);
-            q.shutdown = true;
-            q.clear();
-            self.cond.notify_all();
-        }
-        if let Some(i) = lock(&self.interrupter).as_ref() {
-            i.interrupt();
-        }
-        if let Some(thread) = lock(&self.inference).take()
-            && thread.join().is_err()
-        {
-            gst::error!(CAT, imp = self, "the inference thread panicked");
-        }
-        *lock(&self.interrupter) = None;
-        *lock(&self.config) = None;
-        *lock(&self.sink) = SinkState::default();
-        *lock(&self.queue) = Queue::default();
+    /// Stops the engine (its thread ends) and drops the model.
+    fn unload(&self) {
+        let loaded = lock(&self.loaded).take();
+        drop(loaded);
+    }
+
+    /// READY->PAUSED: the settings as they are now (also those set in
+    /// READY) become the stream's; a model whose settings changed in READY
+    /// is loaded again.
+    fn start_stream(&self) -> Result<(), gst::ErrorMessage> {
+        self.load()?;
+        let settings = lock(&self.settings).clone();
+        let loaded = lock(&self.loaded);
+        let Some(loaded) = loaded.as_ref() else {
+            return Err(gst::error_msg!(
+                gst::CoreError::StateChange,
+                ("no model is loaded")
+            ));
+        };
+        let config = StreamConfig {
+            mode: settings.mode.into(),
+            batch_size: settings.batch_size as usize,
+            batch_timeout: (settings.batch_timeout_ms > 0)
+                .then(|| Duration::from_millis(settings.batch_timeout_ms.into())),
+            provider: loaded.provider,
+        };
+        let weak = Arc::downgrade(&self.shared);
+        let deliver = Arc::new(move |delivery: Delivery| {
+            if let Some(shared) = weak.upgrade() {
+                let mut state = shared.lock();
+                if state.deliver(delivery) {
+                    shared.cond.notify_all();
+                }
+            }
+        });
+        let client = loaded.engine.client(
+            Policy {
+                batch_size: config.batch_size,
+                wait: super::latency::batch_wait(
+                    config.batch_size,
+                    config.batch_timeout,
+                    false,
+                    None,
+                ),
+            },
+            deliver,
+        );
+        let (width, height) = loaded.input_size;
+        *lock(&self.preparer) = Some(Preparer::new(width, height, loaded.normalization));
+        let mut state = self.shared.lock();
+        *state = super::state::State {
+            config: Some(config),
+            client: Some(Arc::new(client)),
+            ..Default::default()
+        };
+        Ok(())
+    }
+
+    /// PAUSED->READY: the stream's state goes, the model stays.
+    fn stop_stream(&self) {
+        let old = std::mem::take(&mut *self.shared.lock());
+        self.shared.cond.notify_all();
+        drop(old);
+        *lock(&self.preparer) = None;
+        lock(&self.pools).clear();
     }
 
     /// Drops everything in flight and makes every stage return Flushing.
     pub(super) fn set_flushing(&self) {
-        let mut q = lock(&self.queue);
-        q.srcresult = Err(gst::FlowError::Flushing);
-        q.clear();
-        self.cond.notify_all();
-        drop(q);
-        if let Some(i) = lock(&self.interrupter).as_ref() {
-            i.interrupt();
+        let mut state = self.shared.lock();
+        state.srcresult = Err(gst::FlowError::Flushing);
+        state.clear();
+        if let Some(client) = &state.client {
+            client.flush();
         }
+        self.shared.cond.notify_all();
     }
 }
 
@@ -380,13 +392,11 @@ impl ObjectSubclass for U2NetMatte {
             sinkpad,
             srcpad,
             settings: Mutex::new(Settings::default()),
-            config: Mutex::new(None),
-            sink: Mutex::new(SinkState::default()),
-            queue: Mutex::new(Queue::default()),
-            cond: Condvar::new(),
-            interrupter: Mutex::new(None),
-            latency: Mutex::new(Latency::default()),
-            inference: Mutex::new(None),
+            shared: Arc::new(Shared::default()),
+            loaded: Mutex::new(None),
+            preparer: Mutex::new(None),
+            matter: Mutex::new(Matter::new()),
+            pools: Mutex::new(OutputPools::default()),
         }
     }
 }
@@ -577,17 +587,22 @@ impl ElementImpl for U2NetMatte {
         transition: gst::StateChange,
     ) -> Result<gst::StateChangeSuccess, gst::StateChangeError> {
         gst::debug!(CAT, imp = self, "changing state: {transition:?}");
-        if transition == gst::StateChange::NullToReady
-            && let Err(e) = self.start()
-        {
+        let prepared = match transition {
+            gst::StateChange::NullToReady => self.load(),
+            gst::StateChange::ReadyToPaused => self.start_stream(),
+            _ => Ok(()),
+        };
+        if let Err(e) = prepared {
             self.post_error_message(e);
             return Err(gst::StateChangeError);
         }
         let result = self.parent_change_state(transition);
-        if transition == gst::StateChange::ReadyToNull
-            || (result.is_err() && transition == gst::StateChange::NullToReady)
-        {
-            self.stop();
+        match transition {
+            gst::StateChange::PausedToReady => self.stop_stream(),
+            gst::StateChange::ReadyToNull => self.unload(),
+            gst::StateChange::ReadyToPaused if result.is_err() => self.stop_stream(),
+            gst::StateChange::NullToReady if result.is_err() => self.unload(),
+            _ => {}
         }
         result
     }

@@ -1,49 +1,32 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The element's own latency: how long a live frame may wait for its batch,
-//! and the time budgeted to process one; both go into the LATENCY answer.
+//! The element's own latency, as arithmetic: how long a frame may wait for
+//! its batch, and the time budgeted to process a batch; both go into the
+//! LATENCY answer of a live stream.
 
 use std::time::Duration;
 
-use gst::prelude::*;
-use gst::subclass::prelude::*;
-
-use super::imp::{CAT, RunConfig, U2NetMatte, lock};
-
-/// Live batch wait when batch-timeout is auto and the framerate unknown.
-const FALLBACK_BATCH_WAIT: Duration = Duration::from_millis(100);
+/// Batch wait of a live stream when batch-timeout is auto and the framerate
+/// unknown.
+pub const FALLBACK_BATCH_WAIT: Duration = Duration::from_millis(100);
 /// Head room over the longest batch seen.
 const PROCESSING_MARGIN: f64 = 1.5;
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Latency {
-    pub live: bool,
-    /// The longest a live frame waits for its batch to fill.
+    /// The longest a frame waits for its batch to fill.
     pub batch_wait: Duration,
-    /// The time budgeted to process a batch.
+    /// The time budgeted from a batch's start to its last frame's mask.
     pub processing: Duration,
 }
 
 impl Latency {
-    /// Starts from what one full warm batch took.
-    pub fn new(full_batch: Duration) -> Self {
-        Self {
-            live: false,
-            batch_wait: Duration::ZERO,
-            processing: full_batch.mul_f64(PROCESSING_MARGIN),
-        }
-    }
-
     /// What the element adds to upstream's latency.
-    pub fn own(&self) -> gst::ClockTime {
-        let wait = if self.live {
-            self.batch_wait
-        } else {
-            Duration::ZERO
-        };
-        gst::ClockTime::from_nseconds((self.processing + wait).as_nanos() as u64)
+    pub fn own(&self) -> Duration {
+        self.batch_wait + self.processing
     }
 
-    /// Counts a batch that took `took`; true if the budget had to grow.
+    /// Counts a batch whose last mask came `took` after it started; true if
+    /// the budget had to grow.
     pub fn account(&mut self, took: Duration) -> bool {
         if took <= self.processing {
             return false;
@@ -53,138 +36,91 @@ impl Latency {
     }
 }
 
-/// How long a live frame may wait for its batch to fill.
-pub fn batch_wait(config: RunConfig, fps: Option<gst::Fraction>) -> Duration {
-    if config.batch_size <= 1 {
+/// The first processing budget: a batch of `batch_size` frames at
+/// `frame_time` a frame (a GPU runs a batch in less than that, so this errs
+/// on the long side until real batches are timed).
+pub fn initial_processing(frame_time: Duration, batch_size: usize) -> Duration {
+    frame_time
+        .mul_f64(batch_size as f64)
+        .mul_f64(PROCESSING_MARGIN)
+}
+
+/// How long a frame may wait for its batch to fill. `timeout` is the
+/// batch-timeout property (None: auto). Auto waits nothing when the source
+/// is not live (the model takes what is queued whenever it is free), and
+/// (batch-size - 0.5) frame durations when it is live: the rest of the
+/// batch arrives in (n - 1) frame times, half a frame more absorbs jitter.
+pub fn batch_wait(
+    batch_size: usize,
+    timeout: Option<Duration>,
+    live: bool,
+    fps: Option<gst::Fraction>,
+) -> Duration {
+    if batch_size <= 1 {
         return Duration::ZERO;
     }
-    if let Some(timeout) = config.batch_timeout {
+    if let Some(timeout) = timeout {
         return timeout;
+    }
+    if !live {
+        return Duration::ZERO;
     }
     match fps {
         Some(fps) if fps.numer() > 0 && fps.denom() > 0 => {
             let frame = Duration::from_secs_f64(f64::from(fps.denom()) / f64::from(fps.numer()));
-            // The rest of the batch arrives in (n - 1) frame times; half a
-            // frame more absorbs jitter.
-            frame.mul_f64(config.batch_size as f64 - 0.5)
+            frame.mul_f64(batch_size as f64 - 0.5)
         }
         _ => FALLBACK_BATCH_WAIT,
-    }
-}
-
-impl U2NetMatte {
-    /// Records whether upstream is live; live frames get a batch deadline.
-    pub(super) fn set_live(&self, live: bool) {
-        let Ok(config) = self.config() else { return };
-        let fps = lock(&self.sink).in_info.as_ref().map(|i| i.fps());
-        let wait = batch_wait(config, fps);
-        {
-            let mut latency = lock(&self.latency);
-            if latency.live == live && latency.batch_wait == wait {
-                return;
-            }
-            latency.live = live;
-            latency.batch_wait = wait;
-        }
-        gst::debug!(CAT, imp = self, "live: {live}, batch wait {wait:?}");
-        let mut q = lock(&self.queue);
-        q.batch_wait = live.then_some(wait);
-        self.cond.notify_all();
-    }
-
-    /// Asks upstream once per stream whether it is live.
-    pub(super) fn check_live(&self) {
-        if std::mem::replace(&mut lock(&self.sink).live_checked, true) {
-            return;
-        }
-        let mut query = gst::query::Latency::new();
-        let live = self.sinkpad.peer_query(&mut query) && query.result().0;
-        self.set_live(live);
-    }
-
-    /// Raises the reported latency when a batch took longer than budgeted,
-    /// and tells the pipeline to ask again.
-    pub(super) fn account_processing(&self, took: Duration) {
-        let mut latency = lock(&self.latency);
-        if !latency.account(took) {
-            return;
-        }
-        let live = latency.live;
-        drop(latency);
-        if live {
-            gst::info!(
-                CAT,
-                imp = self,
-                "a batch took {took:?}; raising the latency"
-            );
-            let obj = self.obj();
-            let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
-        }
-    }
-
-    /// Answers a LATENCY query: upstream's, plus ours.
-    pub(super) fn answer_latency(&self, q: &mut gst::query::Latency) -> bool {
-        let mut upstream = gst::query::Latency::new();
-        if !self.sinkpad.peer_query(&mut upstream) {
-            return false;
-        }
-        let (live, min, max) = upstream.result();
-        self.set_live(live);
-        let own = lock(&self.latency).own();
-        gst::debug!(
-            CAT,
-            imp = self,
-            "upstream latency {min} (live: {live}), ours {own}"
-        );
-        q.set(live, min + own, max.map(|m| m + own));
-        true
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matte::Mode;
-
-    fn config(batch_size: usize, timeout_ms: Option<u64>) -> RunConfig {
-        RunConfig {
-            mode: Mode::Mask,
-            batch_size,
-            batch_timeout: timeout_ms.map(Duration::from_millis),
-            provider: crate::model::ProviderUsed::Cpu,
-        }
-    }
 
     #[test]
-    fn batch_wait_follows_batch_size_timeout_and_framerate() {
+    fn batch_wait_follows_timeout_liveness_and_framerate() {
         let fps = Some(gst::Fraction::new(4, 1));
-        assert_eq!(batch_wait(config(1, Some(500)), fps), Duration::ZERO);
+        let ms = Duration::from_millis;
+        assert_eq!(batch_wait(1, Some(ms(500)), true, fps), Duration::ZERO);
+        // A set timeout applies to any source.
+        assert_eq!(batch_wait(4, Some(ms(300)), true, fps), ms(300));
+        assert_eq!(batch_wait(4, Some(ms(300)), false, fps), ms(300));
+        // Auto: nothing when not live, 3.5 frames when live.
+        assert_eq!(batch_wait(4, None, false, fps), Duration::ZERO);
+        assert_eq!(batch_wait(4, None, true, fps), ms(875));
         assert_eq!(
-            batch_wait(config(4, Some(300)), fps),
-            Duration::from_millis(300)
-        );
-        assert_eq!(batch_wait(config(4, None), fps), Duration::from_millis(875));
-        assert_eq!(
-            batch_wait(config(4, None), Some(gst::Fraction::new(0, 1))),
+            batch_wait(4, None, true, Some(gst::Fraction::new(0, 1))),
             FALLBACK_BATCH_WAIT
         );
-        assert_eq!(batch_wait(config(4, None), None), FALLBACK_BATCH_WAIT);
+        assert_eq!(batch_wait(4, None, true, None), FALLBACK_BATCH_WAIT);
     }
 
     #[test]
-    fn own_latency_counts_the_wait_only_when_live() {
-        let mut l = Latency::new(Duration::from_millis(100));
-        l.batch_wait = Duration::from_millis(300);
-        assert_eq!(l.own(), gst::ClockTime::from_mseconds(150));
-        l.live = true;
-        assert_eq!(l.own(), gst::ClockTime::from_mseconds(450));
+    fn own_latency_is_the_wait_plus_the_budget() {
+        let l = Latency {
+            batch_wait: Duration::from_millis(300),
+            processing: Duration::from_millis(150),
+        };
+        assert_eq!(l.own(), Duration::from_millis(450));
     }
 
     #[test]
     fn a_slow_batch_raises_the_budget_with_margin() {
-        let mut l = Latency::new(Duration::from_millis(100));
+        let mut l = Latency {
+            batch_wait: Duration::ZERO,
+            processing: Duration::from_millis(150),
+        };
         assert!(!l.account(Duration::from_millis(140)));
         assert!(l.account(Duration::from_millis(200)));
         assert_eq!(l.processing, Duration::from_millis(300));
+    }
+
+    #[test]
+    fn the_first_budget_covers_a_whole_batch() {
+        assert_eq!(
+            initial_processing(Duration::from_millis(100), 4),
+            Duration::from_millis(600)
+        );
     }
 }

@@ -5,13 +5,13 @@ use gst::glib;
 use gst::prelude::*;
 
 pub mod caps;
+mod frames;
 mod imp;
-mod inference;
 mod latency;
-mod queue;
+mod live;
 mod sink;
 mod src;
-mod worker;
+mod state;
 
 /// What the element outputs (the `mode` property).
 #[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]

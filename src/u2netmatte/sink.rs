@@ -1,18 +1,25 @@
 // SPDX-License-Identifier: MPL-2.0
 //! The sink pad: frames are prepared here, on upstream's streaming thread,
-//! and queued with the serialized events around them.
+//! submitted to the engine, and queued with the serialized events around
+//! them. Upstream's buffer is given back as soon as the frame is prepared.
 
 use std::time::Instant;
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
-use gst_video::prelude::*;
 
-use super::caps;
-use super::imp::{CAT, DEFAULT_BATCH_SIZE, U2NetMatte, lock, wait};
-use super::queue::Frame;
-use crate::matte::Mode;
-use crate::prep::Preparer;
+use super::frames;
+use super::imp::{CAT, U2NetMatte, lock};
+use super::state::PendingFrame;
+
+/// Flow results that nobody has told the application about when the src
+/// pad's task stops on them (GstQueue reports the same ones).
+pub(super) fn unreported(flow: gst::FlowError) -> bool {
+    matches!(
+        flow,
+        gst::FlowError::NotLinked | gst::FlowError::NotNegotiated | gst::FlowError::NotSupported
+    )
+}
 
 impl U2NetMatte {
     pub(super) fn sink_activatemode(
@@ -27,11 +34,11 @@ impl U2NetMatte {
         if !active {
             self.set_flushing();
             let _stream = pad.stream_lock();
-            let mut sink = lock(&self.sink);
-            sink.eos = false;
-            sink.in_info = None;
-            sink.out_info = None;
-            sink.live_checked = false;
+            let mut state = self.shared.lock();
+            state.eos = false;
+            state.in_info = None;
+            state.out_info = None;
+            state.live = None;
         }
         Ok(())
     }
@@ -41,61 +48,87 @@ impl U2NetMatte {
         _pad: &gst::Pad,
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        lock(&self.queue).srcresult?;
-        let config = self.config()?;
         self.check_live();
+        let (config, client, in_info, out_info) = {
+            let mut state = self.shared.lock();
+            // Hold upstream while two batches' worth of frames are in the
+            // element: one running, one waiting.
+            loop {
+                state.srcresult?;
+                if state.eos {
+                    return Err(gst::FlowError::Eos);
+                }
+                let config = state.config.ok_or(gst::FlowError::Flushing)?;
+                if state.frames < 2 * config.batch_size {
+                    break;
+                }
+                state = self.shared.wait(state);
+            }
+            let config = state.config.ok_or(gst::FlowError::Flushing)?;
+            let client = state.client.clone().ok_or(gst::FlowError::Flushing)?;
+            let (Some(in_info), Some(out_info)) = (state.in_info.clone(), state.out_info.clone())
+            else {
+                drop(state);
+                gst::element_imp_error!(
+                    self,
+                    gst::CoreError::Negotiation,
+                    ("received a buffer before caps")
+                );
+                return Err(gst::FlowError::NotNegotiated);
+            };
+            (config, client, in_info, out_info)
+        };
 
-        let mut sink = lock(&self.sink);
-        if sink.eos {
-            return Err(gst::FlowError::Eos);
-        }
-        let (Some(in_info), Some(out_info)) = (sink.in_info.clone(), sink.out_info.clone()) else {
-            drop(sink);
-            gst::element_imp_error!(
-                self,
-                gst::CoreError::Negotiation,
-                ("received a buffer before caps")
-            );
-            return Err(gst::FlowError::NotNegotiated);
+        let started = Instant::now();
+        let mut tensor = client.take_tensor();
+        let prepared = frames::new_output(&self.pools, &out_info, config.mode).and_then(|output| {
+            let mut preparer = lock(&self.preparer);
+            let preparer = preparer
+                .as_mut()
+                .ok_or_else(|| "the element is not started".to_string())?;
+            frames::prepare(
+                preparer,
+                &buffer,
+                &in_info,
+                &out_info,
+                config.mode,
+                &mut tensor,
+                output,
+            )
+        });
+        drop(buffer);
+        let prepared = match prepared {
+            Ok(p) => p,
+            Err(reason) => {
+                gst::element_imp_error!(self, gst::StreamError::Format, ("{reason}"));
+                return Err(gst::FlowError::Error);
+            }
         };
-        let tensor_len = sink.tensor_len;
-        let mut tensor = lock(&self.queue).take_tensor(tensor_len);
-        let Some(preparer) = sink.preparer.as_mut() else {
-            return Err(gst::FlowError::Flushing);
-        };
-        let prepare_start = Instant::now();
-        if let Err(reason) = prepare_frame(preparer, &buffer, &in_info, &mut tensor) {
-            drop(sink);
-            gst::element_imp_error!(self, gst::StreamError::Format, ("{reason}"));
-            return Err(gst::FlowError::Error);
-        }
-        drop(sink);
+        let prepare_time = started.elapsed();
 
-        // Mask mode needs no pixels after preparation: let upstream have its
-        // buffer back at once.
-        let buffer = if config.mode == Mode::Mask {
-            metadata_only(&buffer)
-        } else {
-            buffer
+        let mut state = self.shared.lock();
+        // A flush while preparing: this frame belongs to the old stream.
+        state.srcresult?;
+        let job = match client.submit(tensor) {
+            Ok(job) => job,
+            Err(e) => {
+                state.srcresult = Err(gst::FlowError::Error);
+                drop(state);
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("{e}"));
+                return Err(gst::FlowError::Error);
+            }
         };
-        let frame = Frame {
-            buffer,
-            in_info,
+        state.push_frame(PendingFrame {
+            job,
+            buffer: prepared,
             out_info,
-            tensor,
-            arrived: Instant::now(),
-            prepare_time: prepare_start.elapsed(),
-        };
-
-        let mut q = lock(&self.queue);
-        // One batch may wait while another runs; beyond that, hold upstream.
-        while q.frames() >= config.batch_size {
-            q.srcresult?;
-            q = wait(&self.cond, q);
-        }
-        q.srcresult?;
-        q.push_frame(frame);
-        self.cond.notify_all();
+            prepare_time,
+            mask: None,
+            inference: Default::default(),
+            batch: None,
+            batch_started: None,
+        });
+        self.shared.cond.notify_all();
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -112,13 +145,22 @@ impl U2NetMatte {
                 ret
             }
             gst::EventView::FlushStop(_) => {
-                {
-                    let mut sink = lock(&self.sink);
-                    sink.eos = false;
-                    sink.live_checked = false;
-                }
-                lock(&self.queue).clear();
+                let kept = {
+                    let mut state = self.shared.lock();
+                    state.eos = false;
+                    state.live = None;
+                    state.clear();
+                    std::mem::take(&mut state.kept_sticky)
+                };
                 let ret = self.srcpad.push_event(event);
+                // Caps, stream-start and tags that the flush dropped before
+                // they were pushed: the src pad sends them before the next
+                // buffer (GstQueue does the same).
+                for sticky in kept {
+                    if let Err(e) = self.srcpad.store_sticky_event(&sticky) {
+                        gst::debug!(CAT, obj = pad, "cannot keep {:?}: {e:?}", sticky.type_());
+                    }
+                }
                 if let Err(e) = self.start_task() {
                     gst::error!(CAT, obj = pad, "failed to start task: {e}");
                     return false;
@@ -147,11 +189,29 @@ impl U2NetMatte {
                 }
             }
             gst::EventView::Eos(_) => {
-                lock(&self.sink).eos = true;
+                if let Some(client) = self.shared.lock().client.clone() {
+                    // The partial batch goes now.
+                    client.urge();
+                }
                 self.queue_event(event)
             }
-            gst::EventView::StreamStart(_) => {
-                lock(&self.sink).eos = false;
+            gst::EventView::StreamStart(_) | gst::EventView::Segment(_) => {
+                // A new stream: whatever EOS downstream gave is past.
+                let restart = {
+                    let mut state = self.shared.lock();
+                    if event.type_() == gst::EventType::StreamStart {
+                        state.eos = false;
+                    }
+                    let downstream_eos = state.srcresult == Err(gst::FlowError::Eos);
+                    if downstream_eos {
+                        state.eos = false;
+                    }
+                    downstream_eos
+                };
+                if restart && let Err(e) = self.start_task() {
+                    gst::error!(CAT, obj = pad, "failed to restart task: {e}");
+                    return false;
+                }
                 self.queue_event(event)
             }
             _ if event.is_serialized() => self.queue_event(event),
@@ -159,42 +219,81 @@ impl U2NetMatte {
         }
     }
 
+    /// Queues a serialized event among the frames. After a downstream error
+    /// only sticky events are taken (for a later flush to keep), and EOS is
+    /// refused with an error on the bus, as GstQueue does: it would never
+    /// be pushed.
     fn queue_event(&self, event: gst::Event) -> bool {
-        let mut q = lock(&self.queue);
-        if q.srcresult == Err(gst::FlowError::Flushing) {
+        let mut state = self.shared.lock();
+        match state.srcresult {
+            Ok(_) => {}
+            Err(gst::FlowError::Flushing) => return false,
+            Err(flow) => {
+                if event.type_() == gst::EventType::Eos {
+                    drop(state);
+                    if unreported(flow) {
+                        gst::element_imp_error!(
+                            self,
+                            gst::StreamError::Failed,
+                            ("Internal data stream error."),
+                            ["streaming stopped, reason {flow:?}"]
+                        );
+                    }
+                    return false;
+                }
+                if !event.is_sticky() {
+                    return false;
+                }
+            }
+        }
+        if state.eos && event.type_() != gst::EventType::Eos {
+            gst::debug!(CAT, imp = self, "refusing {:?} after EOS", event.type_());
             return false;
         }
-        q.push_event(event);
-        self.cond.notify_all();
+        if event.type_() == gst::EventType::Eos {
+            state.eos = true;
+        }
+        state.push_event(event);
+        self.shared.cond.notify_all();
         true
     }
 
     /// Takes new input caps; returns the output caps they give.
     fn set_caps(&self, caps: &gst::Caps) -> Result<gst::Caps, String> {
-        let config = self
-            .config()
-            .map_err(|_| "element is not started".to_string())?;
+        let mode = self
+            .shared
+            .lock()
+            .config
+            .map(|c| c.mode)
+            .ok_or_else(|| "element is not started".to_string())?;
         let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
-        if caps::layout_of(info.format()).is_none() {
+        if super::caps::layout_of(info.format()).is_none() {
             return Err(format!(
                 "format {} is not one of RGBA, BGRA, ARGB, ABGR, RGBx, BGRx, xRGB, xBGR, RGB, BGR \
                  (put videoconvert before u2netmatte)",
                 info.format().to_str()
             ));
         }
-        let out_info = caps::output_info(&info, config.mode).map_err(|e| e.to_string())?;
+        if u32::try_from(info.size()).is_err() {
+            return Err(format!(
+                "a {}x{} frame ({} bytes) is too large",
+                info.width(),
+                info.height(),
+                info.size()
+            ));
+        }
+        let out_info = super::caps::output_info(&info, mode).map_err(|e| e.to_string())?;
         let out_caps = out_info.to_caps().map_err(|e| e.to_string())?;
         if self.srcpad.peer().is_some() && !self.srcpad.peer_query_accept_caps(&out_caps) {
             return Err(format!("downstream does not accept {out_caps}"));
         }
         {
-            let mut sink = lock(&self.sink);
-            sink.in_info = Some(info);
-            sink.out_info = Some(out_info);
+            let mut state = self.shared.lock();
+            state.in_info = Some(info);
+            state.out_info = Some(out_info);
         }
         // The batch wait follows the framerate.
-        let live = lock(&self.latency).live;
-        self.set_live(live);
+        self.update_timing();
         Ok(out_caps)
     }
 
@@ -208,7 +307,7 @@ impl U2NetMatte {
             gst::QueryViewMut::Caps(q) => {
                 let mode = self.mode();
                 let downstream = self.srcpad.peer_query_caps(None);
-                let mut caps = caps::transform(&downstream, false, mode)
+                let mut caps = super::caps::transform(&downstream, false, mode)
                     .intersect_with_mode(&pad.pad_template_caps(), gst::CapsIntersectMode::First);
                 if let Some(filter) = q.filter() {
                     caps = filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First);
@@ -217,92 +316,26 @@ impl U2NetMatte {
                 true
             }
             gst::QueryViewMut::Allocation(q) => {
-                // Strided frames are welcome; and frames are held until their
-                // batch has run, so upstream's pool must not run dry.
+                // Strided frames are welcome. No buffers of upstream's are
+                // held once a frame is prepared, so upstream's pool needs
+                // nothing extra for this element.
                 q.add_allocation_meta::<gst_video::VideoMeta>(None);
-                let held = self
-                    .config()
-                    .map_or(DEFAULT_BATCH_SIZE as usize, |c| c.batch_size)
-                    * 2
-                    + 1;
-                let (caps, _) = q.get();
-                if let Some(info) = caps.and_then(|c| gst_video::VideoInfo::from_caps(c).ok()) {
-                    q.add_allocation_pool(
-                        None::<&gst::BufferPool>,
-                        info.size() as u32,
-                        held as u32,
-                        0,
-                    );
-                }
                 true
             }
             _ => gst::Pad::query_default(pad, Some(&*self.obj()), query),
         }
     }
 
-    /// Runs and pushes everything queued; false if flushing meanwhile.
+    /// Runs and pushes everything queued, to the end of its push; false if
+    /// flushing or failing meanwhile.
     fn drain(&self) -> bool {
-        let mut q = lock(&self.queue);
-        q.request_drain();
-        self.cond.notify_all();
-        while !q.is_idle() && q.srcresult.is_ok() {
-            q = wait(&self.cond, q);
+        let mut state = self.shared.lock();
+        if let Some(client) = &state.client {
+            client.urge();
         }
-        q.end_drain();
-        q.srcresult.is_ok()
+        while !state.is_drained() && state.srcresult.is_ok() {
+            state = self.shared.wait(state);
+        }
+        state.srcresult.is_ok()
     }
-}
-
-/// A buffer with `buffer`'s timestamps and flags but none of its memory.
-fn metadata_only(buffer: &gst::Buffer) -> gst::Buffer {
-    let mut copy = gst::Buffer::new();
-    {
-        let copy = copy.make_mut();
-        copy.set_pts(buffer.pts());
-        copy.set_dts(buffer.dts());
-        copy.set_duration(buffer.duration());
-        copy.set_offset(buffer.offset());
-        copy.set_offset_end(buffer.offset_end());
-        copy.set_flags(buffer.flags());
-    }
-    copy
-}
-
-/// Maps `buffer` as a frame of `info` and prepares it into `tensor`.
-fn prepare_frame(
-    preparer: &mut Preparer,
-    buffer: &gst::Buffer,
-    info: &gst_video::VideoInfo,
-    tensor: &mut [f32],
-) -> Result<(), String> {
-    let has_meta = buffer.meta::<gst_video::VideoMeta>().is_some();
-    if !has_meta && buffer.size() < info.size() {
-        return Err(format!(
-            "buffer of {} bytes is smaller than the {} bytes a {}x{} {} frame needs",
-            buffer.size(),
-            info.size(),
-            info.width(),
-            info.height(),
-            info.format().to_str()
-        ));
-    }
-    let map =
-        gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).map_err(|e| {
-            format!(
-                "cannot map a {}x{} {} frame: {e}",
-                info.width(),
-                info.height(),
-                info.format().to_str()
-            )
-        })?;
-    let layout = caps::layout_of(info.format())
-        .ok_or_else(|| format!("unsupported format {:?}", info.format()))?;
-    let frame = crate::prep::Frame {
-        data: map.plane_data(0).map_err(|e| e.to_string())?,
-        width: map.width(),
-        height: map.height(),
-        stride: map.plane_stride()[0] as usize,
-        layout,
-    };
-    preparer.prepare(&frame, tensor).map_err(|e| e.to_string())
 }

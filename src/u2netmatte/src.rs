@@ -1,88 +1,191 @@
 // SPDX-License-Identifier: MPL-2.0
-//! The src pad: its task pushes finished frames and the events between them,
-//! so that a downstream that blocks (a sink syncing to the clock) never
-//! stalls inference.
+//! The src pad: its task takes frames in order as their masks come in,
+//! composes them and pushes them with the events between them, so that a
+//! downstream that blocks (a sink syncing to the clock) never stalls
+//! inference.
+
+use std::time::Instant;
 
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
 
-use super::caps;
-use super::imp::{CAT, U2NetMatte, lock, wait};
-use super::queue::Output;
+use super::frames;
+use super::imp::{CAT, U2NetMatte, lock};
+use super::sink::unreported;
+use super::state::{BatchStats, Item, PendingFrame};
+use crate::engine::panic_message;
+use crate::matte::Composite;
 
 impl U2NetMatte {
     pub(super) fn start_task(&self) -> Result<(), glib::BoolError> {
-        if let Some(i) = lock(&self.interrupter).as_ref() {
-            i.rearm();
-        }
-        lock(&self.queue).srcresult = Ok(gst::FlowSuccess::Ok);
-        self.cond.notify_all();
+        self.shared.lock().srcresult = Ok(gst::FlowSuccess::Ok);
+        self.shared.cond.notify_all();
         let imp = self.ref_counted();
         let ret = self.srcpad.start_task(move || imp.src_loop());
         if ret.is_err() {
-            lock(&self.queue).srcresult = Err(gst::FlowError::Error);
+            self.shared.lock().srcresult = Err(gst::FlowError::Error);
         }
         ret
     }
 
     fn src_loop(&self) {
-        let Err(err) = self.push_next() else {
-            return;
-        };
-        let mut q = lock(&self.queue);
-        let err = match q.srcresult {
-            Err(gst::FlowError::Flushing) => gst::FlowError::Flushing,
-            _ => {
-                q.srcresult = Err(err);
-                err
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.push_next()));
+        let err = match result {
+            Ok(Ok(_)) => return,
+            Ok(Err(err)) => err,
+            Err(panic) => {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Failed,
+                    ("the src pad's task panicked: {}", panic_message(&*panic))
+                );
+                gst::FlowError::Error
             }
         };
-        self.cond.notify_all();
-        drop(q);
+        let eos = {
+            let mut state = self.shared.lock();
+            state.pushing = false;
+            if state.srcresult != Err(gst::FlowError::Flushing) {
+                state.srcresult = Err(err);
+            }
+            state.eos
+        };
+        self.shared.cond.notify_all();
         gst::debug!(CAT, imp = self, "pausing task: {err:?}");
         // Upstream hears of the error from its next push; after EOS there is
-        // none, so tell the application here, as GstQueue does. Errors of
-        // our own were posted with their cause already.
-        let eos = lock(&self.sink).eos;
-        if eos
-            && matches!(
-                err,
-                gst::FlowError::NotLinked | gst::FlowError::NotNegotiated
-            )
-        {
+        // none, so tell the application here, as GstQueue does.
+        if eos && unreported(err) {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Failed,
-                ("Internal data flow error."),
+                ("Internal data stream error."),
                 ["streaming task paused, reason {err:?}"]
             );
         }
         let _ = self.srcpad.pause_task();
     }
 
-    /// Waits for the next finished item and pushes it.
+    /// Waits for the next item that may leave and pushes it.
     fn push_next(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
         let item = {
-            let mut q = lock(&self.queue);
+            let mut state = self.shared.lock();
             loop {
-                q.srcresult?;
-                if let Some(item) = q.pop_output() {
+                state.srcresult?;
+                if let Some(item) = state.pop_ready() {
+                    state.pushing = true;
                     break item;
                 }
-                q = wait(&self.cond, q);
+                state = self.shared.wait(state);
             }
         };
-        // Room for the inference thread's next batch; drains may be done.
-        self.cond.notify_all();
-        match item {
-            Output::Event(event) => {
-                gst::log!(CAT, imp = self, "pushing {:?}", event.type_());
-                self.srcpad.push_event(event);
+        // Room for the sink pad.
+        self.shared.cond.notify_all();
+        let result = match item {
+            Item::Event(event) => {
+                let type_ = event.type_();
+                if !self.srcpad.push_event(event) {
+                    gst::debug!(CAT, imp = self, "downstream refused {type_:?}");
+                }
                 Ok(gst::FlowSuccess::Ok)
             }
-            Output::Buffer(buffer) => self.srcpad.push(buffer),
+            Item::Frame(frame) => self.finish_frame(*frame),
+        };
+        self.shared.lock().pushing = false;
+        // Drains may be done.
+        self.shared.cond.notify_all();
+        result
+    }
+
+    /// Composes a frame whose mask is in and pushes it.
+    fn finish_frame(&self, frame: PendingFrame) -> Result<gst::FlowSuccess, gst::FlowError> {
+        let mask = match frame.mask {
+            Some(Ok(mask)) => mask,
+            Some(Err(e)) => {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("{e}"));
+                return Err(gst::FlowError::Error);
+            }
+            None => return Err(gst::FlowError::Error),
+        };
+        let (composite, post_stats) = {
+            let settings = lock(&self.settings);
+            (
+                Composite {
+                    threshold: settings.threshold,
+                    fill_argb: settings.fill_color,
+                },
+                settings.stats,
+            )
+        };
+        let config = self.shared.lock().config.ok_or(gst::FlowError::Flushing)?;
+        let mode = config.mode;
+        let started = Instant::now();
+        let output = frames::output_of(&self.pools, frame.buffer, &frame.out_info, mode).and_then(
+            |mut output| {
+                frames::apply_mask(
+                    &mut lock(&self.matter),
+                    &mut output,
+                    &frame.out_info,
+                    mode,
+                    &mask,
+                    composite,
+                )
+                .map(|()| output)
+            },
+        );
+        let output = match output {
+            Ok(output) => output,
+            Err(reason) => {
+                gst::element_imp_error!(self, gst::StreamError::Failed, ("{reason}"));
+                return Err(gst::FlowError::Error);
+            }
+        };
+        let compose = started.elapsed();
+        if let Some(batch_started) = frame.batch_started {
+            self.account_processing(batch_started.elapsed());
         }
+        if let Some(share) = frame.batch {
+            let finished = {
+                let mut state = self.shared.lock();
+                let stats = &mut state.stats;
+                if stats.id != share.id || stats.frames != share.frames {
+                    *stats = BatchStats {
+                        id: share.id,
+                        frames: share.frames,
+                        ..Default::default()
+                    };
+                }
+                stats.done += 1;
+                stats.inference += frame.inference;
+                stats.prepare += frame.prepare_time;
+                stats.compose += compose;
+                (stats.done == stats.frames).then_some(*stats)
+            };
+            if let (Some(stats), true) = (finished, post_stats) {
+                self.post_stats(stats, config.batch_size, config.provider);
+            }
+        }
+        self.srcpad.push(output)
+    }
+
+    /// With `stats=true`, tells the application what a batch cost.
+    fn post_stats(
+        &self,
+        stats: BatchStats,
+        batch_size: usize,
+        provider: crate::model::ProviderUsed,
+    ) {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let s = gst::Structure::builder("u2netmatte-stats")
+            .field("frames", u32::try_from(stats.frames).unwrap_or(u32::MAX))
+            .field("batch-size", u32::try_from(batch_size).unwrap_or(u32::MAX))
+            .field("inference-ms", ms(stats.inference))
+            .field("prepare-ms", ms(stats.prepare))
+            .field("compose-ms", ms(stats.compose))
+            .field("provider", provider.to_string())
+            .build();
+        let obj = self.obj();
+        let _ = obj.post_message(gst::message::Element::builder(s).src(&*obj).build());
     }
 
     pub(super) fn src_activatemode(
@@ -110,7 +213,7 @@ impl U2NetMatte {
             gst::QueryViewMut::Latency(q) => self.answer_latency(q),
             gst::QueryViewMut::Caps(q) => {
                 let upstream = self.sinkpad.peer_query_caps(None);
-                let mut caps = caps::transform(&upstream, true, self.mode())
+                let mut caps = super::caps::transform(&upstream, true, self.mode())
                     .intersect_with_mode(&pad.pad_template_caps(), gst::CapsIntersectMode::First);
                 if let Some(filter) = q.filter() {
                     caps = filter.intersect_with_mode(&caps, gst::CapsIntersectMode::First);

@@ -39,9 +39,29 @@ pub fn element(props: &[(&str, glib::Value)]) -> gst::Element {
     el
 }
 
-/// A playing harness around a u2netmatte element with `props`.
+/// A playing harness around a u2netmatte element with `props`, fed as a
+/// file source would feed it (not live).
 pub fn harness(props: &[(&str, glib::Value)]) -> gst_check::Harness {
-    let el = element(props);
+    harness_around(element(props), false)
+}
+
+/// A playing harness around `el`. The harness answers LATENCY queries as
+/// a live source does; unless `live`, its answer is changed to not live.
+pub fn harness_around(el: gst::Element, live: bool) -> gst_check::Harness {
+    if !live {
+        el.static_pad("sink").unwrap().add_probe(
+            gst::PadProbeType::QUERY_UPSTREAM | gst::PadProbeType::PULL,
+            |_, info| {
+                if let Some(gst::PadProbeData::Query(q)) = info.data.as_mut()
+                    && let gst::QueryViewMut::Latency(l) = q.view_mut()
+                {
+                    let (_, min, max) = l.result();
+                    l.set(false, min, max);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
     let mut h = gst_check::Harness::with_element(&el, Some("sink"), Some("src"));
     h.play();
     h
@@ -354,6 +374,55 @@ pub fn write_tiny_model(path: &Path, input: &[i64], extra_input: bool) {
     std::fs::write(path, onnx_rs::encode(&model)).unwrap();
 }
 
+/// Writes a model shaped like U2Net (Nx3x64x64 -> Nx1x64x64) that takes
+/// input channel `channel`: with a channel beyond 2 it loads, and every run
+/// fails (Gather's index is out of range), as a broken model would.
+pub fn write_channel_model(path: &Path, channel: i64) {
+    use onnx_rs::ast::*;
+    let model = Model {
+        ir_version: 8,
+        opset_import: vec![OperatorSetId {
+            domain: "",
+            version: 13,
+        }],
+        graph: Some(Graph {
+            name: "channel",
+            node: vec![
+                Node {
+                    output: vec!["index"],
+                    name: "index",
+                    op_type: OpType::Constant,
+                    attribute: vec![Attribute {
+                        name: "value_ints",
+                        r#type: AttributeType::Ints,
+                        ints: vec![channel],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+                Node {
+                    input: vec!["x", "index"],
+                    output: vec!["y"],
+                    name: "gather",
+                    op_type: OpType::Gather,
+                    attribute: vec![Attribute {
+                        name: "axis",
+                        r#type: AttributeType::Int,
+                        i: 1,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            ],
+            input: vec![value_info("x", &[0, 3, 64, 64])],
+            output: vec![value_info("y", &[0, 1, 64, 64])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(path, onnx_rs::encode(&model)).unwrap();
+}
+
 /// What passed a pad, in order: `F<pts in ms>` for buffers, the event type
 /// for events, `Caps <format> <w>x<h>` for caps.
 pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
@@ -388,4 +457,18 @@ pub fn record(pad: &gst::Pad) -> Log {
 
 pub fn entries(log: &Log) -> Vec<String> {
     log.lock().unwrap().clone()
+}
+
+/// Where U2NetP runs with provider=auto on this machine: "CPU", or "CUDA
+/// (device 0)" where ONNX Runtime's CUDA build and a GPU are there.
+pub fn loaded_provider() -> String {
+    use gstu2netmatte::model::{Model, ModelOptions};
+    let runtime = gstu2netmatte::runtime::load(None, None, ort::logging::LogLevel::Warning)
+        .expect("ONNX Runtime loads")
+        .runtime;
+    let path = Path::new(TOP).join("models/u2netp.onnx");
+    Model::load(&runtime, &path, &ModelOptions::default())
+        .expect("U2NetP loads")
+        .provider()
+        .to_string()
 }

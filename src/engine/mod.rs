@@ -1,0 +1,641 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The inference engine: one model, one thread that runs it, and any number
+//! of clients (streams) that submit prepared frames and get their masks back.
+//! No GStreamer types here.
+//!
+//! A client submits a frame's model input and gets a [`JobId`]; when the
+//! frame's batch has run, the client's delivery callback receives the
+//! frame's model-size mask (or the error). Batches are formed across clients
+//! by the rules in [`batcher`]. On the CPU a batch runs frame by frame
+//! ([`Runner::preferred_piece`]), and each frame's mask is delivered as soon
+//! as it is ready.
+//!
+//! Delivery callbacks run on the engine's thread with no engine lock held,
+//! so a callback may take its own locks, and a client may call into the
+//! engine while holding them: the lock order is always client, then engine.
+
+pub mod batcher;
+
+use std::collections::{BTreeMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use batcher::JobId;
+use batcher::{ClientQueue, Decision, Job};
+
+use crate::model::{ModelError, RunControl, Runner};
+
+/// A frame's mask at the model's size, min-max normalised to u8.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mask {
+    pub data: Vec<u8>,
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("the inference thread panicked: {0}")]
+    Panicked(String),
+    #[error("the inference engine has stopped")]
+    Stopped,
+}
+
+/// One frame's result, handed to its client's callback.
+#[derive(Debug)]
+pub struct Delivery {
+    pub job: JobId,
+    pub result: Result<Mask, EngineError>,
+    /// This client's share of the batch: identifies the batch, and how many
+    /// of its frames it held.
+    pub batch: BatchShare,
+    /// When the batch holding this frame was taken.
+    pub batch_started: Instant,
+    /// Model time spent on this frame (its share of its run).
+    pub inference: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchShare {
+    pub id: u64,
+    pub frames: usize,
+}
+
+pub type DeliverFn = Arc<dyn Fn(Delivery) + Send + Sync>;
+
+/// How a client's frames are batched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// The most frames of this client in one run.
+    pub batch_size: usize,
+    /// The longest its oldest frame waits for the batch to fill; zero: it
+    /// goes as soon as the model is free.
+    pub wait: Duration,
+}
+
+struct ClientState {
+    queue: ClientQueue,
+    deliver: DeliverFn,
+}
+
+struct Running {
+    /// Clients with frames in the running batch.
+    clients: HashSet<u64>,
+    /// Clients that no longer want their frames in it (flushed, gone).
+    cancelled: HashSet<u64>,
+    control: Option<RunControl>,
+}
+
+#[derive(Default)]
+struct State {
+    clients: BTreeMap<u64, ClientState>,
+    next_client: u64,
+    next_job: JobId,
+    next_batch: u64,
+    running: Option<Running>,
+    /// Time of one warm frame; None until measured.
+    frame_time: Option<Duration>,
+    /// Set when the model cannot run at all; every frame then fails.
+    failure: Option<EngineError>,
+    shutdown: bool,
+    spare_tensors: Vec<Vec<f32>>,
+}
+
+impl State {
+    /// Stops the running batch if every frame in it belongs to a client
+    /// that no longer wants it.
+    fn cancel_running(&mut self, client: u64) {
+        if let Some(running) = self.running.as_mut()
+            && running.clients.contains(&client)
+        {
+            running.cancelled.insert(client);
+            if running.clients.is_subset(&running.cancelled)
+                && let Some(control) = &running.control
+            {
+                control.stop();
+            }
+        }
+    }
+
+    fn recycle(&mut self, tensor: Vec<f32>) {
+        // Enough for a batch being prepared while another runs.
+        if self.spare_tensors.len() < 2 * 64 {
+            self.spare_tensors.push(tensor);
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    cond: Condvar,
+    frame_len: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A model and the thread that runs it. Dropping it stops the thread.
+pub struct Engine {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the engine's thread with `runner`. The thread first warms the
+    /// runner up with one frame (ONNX Runtime sets itself up on the first
+    /// run) and, when nothing waits, times a second: start-up does not depend
+    /// on the batch size, and does not hold the caller.
+    pub fn start(runner: Box<dyn Runner>) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                next_job: 1,
+                ..State::default()
+            }),
+            cond: Condvar::new(),
+            frame_len: runner.frame_len(),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("u2netmatte-inference".into())
+            .spawn(move || Worker::new(thread_shared, runner).run())?;
+        Ok(Self {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// A new client with `policy`, whose results go to `deliver`.
+    pub fn client(&self, policy: Policy, deliver: DeliverFn) -> Client {
+        let mut state = self.shared.lock();
+        let id = state.next_client;
+        state.next_client += 1;
+        state.clients.insert(
+            id,
+            ClientState {
+                queue: ClientQueue::new(policy.batch_size, policy.wait),
+                deliver,
+            },
+        );
+        Client {
+            id,
+            shared: self.shared.clone(),
+        }
+    }
+
+    /// Values in one frame's model input.
+    pub fn frame_len(&self) -> usize {
+        self.shared.frame_len
+    }
+
+    /// The time of one warm frame, waiting up to `timeout` for the warm-up
+    /// to measure it. Err if the model cannot run.
+    pub fn frame_time(&self, timeout: Duration) -> Result<Option<Duration>, EngineError> {
+        let state = self.shared.lock();
+        let (state, _) = self
+            .shared
+            .cond
+            .wait_timeout_while(state, timeout, |s| {
+                s.frame_time.is_none() && s.failure.is_none() && !s.shutdown
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        match &state.failure {
+            Some(e) => Err(e.clone()),
+            None => Ok(state.frame_time),
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        {
+            let mut state = self.shared.lock();
+            state.shutdown = true;
+            if let Some(control) = state.running.as_ref().and_then(|r| r.control.as_ref()) {
+                control.stop();
+            }
+            self.shared.cond.notify_all();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A stream's handle on an engine. Dropping it withdraws its frames.
+pub struct Client {
+    id: u64,
+    shared: Arc<Shared>,
+}
+
+impl Client {
+    /// A zeroed model-input buffer, reused when one is spare.
+    pub fn take_tensor(&self) -> Vec<f32> {
+        let len = self.shared.frame_len;
+        match self.shared.lock().spare_tensors.pop() {
+            Some(mut t) => {
+                t.clear();
+                t.resize(len, 0.0);
+                t
+            }
+            None => vec![0.0; len],
+        }
+    }
+
+    /// Queues a prepared frame. Err when the model cannot run at all.
+    pub fn submit(&self, tensor: Vec<f32>) -> Result<JobId, EngineError> {
+        let mut state = self.shared.lock();
+        if let Some(e) = &state.failure {
+            return Err(e.clone());
+        }
+        if state.shutdown {
+            return Err(EngineError::Stopped);
+        }
+        let id = state.next_job;
+        state.next_job += 1;
+        let client = state
+            .clients
+            .get_mut(&self.id)
+            .ok_or(EngineError::Stopped)?;
+        client.queue.jobs.push_back(Job {
+            id,
+            tensor,
+            arrived: Instant::now(),
+        });
+        self.shared.cond.notify_all();
+        Ok(id)
+    }
+
+    /// Lets every frame queued so far go without waiting for its batch to
+    /// fill (EOS, a serialized query).
+    pub fn urge(&self) {
+        let mut state = self.shared.lock();
+        let through = state.next_job - 1;
+        if let Some(client) = state.clients.get_mut(&self.id) {
+            client.queue.urgent_through = through;
+        }
+        self.shared.cond.notify_all();
+    }
+
+    /// Drops this client's queued frames, and stops the running batch when
+    /// it holds only this client's frames. Nothing of what was submitted
+    /// before is delivered after this returns... except a result the engine
+    /// was delivering at this very moment, which the client must ignore by
+    /// its id.
+    pub fn flush(&self) {
+        let mut state = self.shared.lock();
+        let jobs = match state.clients.get_mut(&self.id) {
+            Some(client) => {
+                client.queue.urgent_through = 0;
+                std::mem::take(&mut client.queue.jobs)
+            }
+            None => Default::default(),
+        };
+        for job in jobs {
+            state.recycle(job.tensor);
+        }
+        state.cancel_running(self.id);
+        self.shared.cond.notify_all();
+    }
+
+    pub fn set_policy(&self, policy: Policy) {
+        let mut state = self.shared.lock();
+        if let Some(client) = state.clients.get_mut(&self.id) {
+            client.queue.batch_size = policy.batch_size.max(1);
+            client.queue.wait = policy.wait;
+        }
+        self.shared.cond.notify_all();
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        if let Some(client) = state.clients.remove(&self.id) {
+            for job in client.queue.jobs {
+                state.recycle(job.tensor);
+            }
+        }
+        state.cancel_running(self.id);
+        self.shared.cond.notify_all();
+    }
+}
+
+/// A batch taken from the queues: each job with its client.
+struct Batch {
+    id: u64,
+    started: Instant,
+    jobs: Vec<(u64, Job)>,
+}
+
+/// The engine's thread.
+struct Worker {
+    shared: Arc<Shared>,
+    runner: Box<dyn Runner>,
+    input: Vec<f32>,
+    masks: Vec<u8>,
+}
+
+impl Worker {
+    fn new(shared: Arc<Shared>, runner: Box<dyn Runner>) -> Self {
+        Self {
+            shared,
+            runner,
+            input: Vec::new(),
+            masks: Vec::new(),
+        }
+    }
+
+    fn run(mut self) {
+        self.warm_up();
+        while let Some(batch) = self.next_batch() {
+            self.run_batch(batch);
+        }
+    }
+
+    /// One blank frame to set the runtime up; a second, timed, when no
+    /// frame is waiting (otherwise the first real frame is timed).
+    fn warm_up(&mut self) {
+        for timed in [false, true] {
+            if timed
+                && self
+                    .shared
+                    .lock()
+                    .clients
+                    .values()
+                    .any(|c| !c.queue.jobs.is_empty())
+            {
+                return;
+            }
+            self.input.clear();
+            self.input.resize(self.shared.frame_len, 0.0);
+            let start = Instant::now();
+            let result = self.guarded_run(1);
+            let mut state = self.shared.lock();
+            match result {
+                Ok(_) if timed => state.frame_time = Some(start.elapsed()),
+                Ok(_) => {}
+                Err(e) => state.failure = Some(e),
+            }
+            self.shared.cond.notify_all();
+            if state.failure.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until a batch may go and takes it; None at shutdown.
+    fn next_batch(&mut self) -> Option<Batch> {
+        let mut state = self.shared.lock();
+        loop {
+            if state.shutdown {
+                return None;
+            }
+            if let Some(error) = state.failure.clone() {
+                // The model cannot run: every waiting frame fails at once.
+                let failed = take_all(&mut state);
+                drop(state);
+                for (deliver, job, share) in failed {
+                    deliver(Delivery {
+                        job,
+                        result: Err(error.clone()),
+                        batch: share,
+                        batch_started: Instant::now(),
+                        inference: Duration::ZERO,
+                    });
+                }
+                state = self.shared.lock();
+                if state.clients.values().all(|c| c.queue.jobs.is_empty()) && !state.shutdown {
+                    state = self.wait(state, None);
+                }
+                continue;
+            }
+            let ids: Vec<u64> = state.clients.keys().copied().collect();
+            let queues: Vec<&ClientQueue> = state.clients.values().map(|c| &c.queue).collect();
+            match batcher::decide(&queues, Instant::now()) {
+                Decision::Take(takes) => {
+                    let mut jobs = Vec::new();
+                    for (index, count) in takes {
+                        let id = ids[index];
+                        let Some(client) = state.clients.get_mut(&id) else {
+                            continue;
+                        };
+                        jobs.extend(client.queue.jobs.drain(..count).map(|j| (id, j)));
+                    }
+                    jobs.sort_by_key(|(_, j)| j.id);
+                    let batch = Batch {
+                        id: state.next_batch,
+                        started: Instant::now(),
+                        jobs,
+                    };
+                    state.next_batch += 1;
+                    state.running = Some(Running {
+                        clients: batch.jobs.iter().map(|(c, _)| *c).collect(),
+                        cancelled: HashSet::new(),
+                        control: None,
+                    });
+                    return Some(batch);
+                }
+                Decision::WaitUntil(deadline) => state = self.wait(state, Some(deadline)),
+                Decision::Idle => state = self.wait(state, None),
+            }
+        }
+    }
+
+    fn wait<'a>(
+        &self,
+        state: MutexGuard<'a, State>,
+        until: Option<Instant>,
+    ) -> MutexGuard<'a, State> {
+        match until {
+            Some(deadline) => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                self.shared
+                    .cond
+                    .wait_timeout(state, timeout)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            }
+            None => self
+                .shared
+                .cond
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
+    /// Runs `batch` in the runner's preferred pieces, delivering each
+    /// piece's masks as soon as they are ready.
+    fn run_batch(&mut self, batch: Batch) {
+        let shares = client_shares(&batch);
+        let piece = self.runner.preferred_piece(batch.jobs.len()).max(1);
+        let mut jobs = batch.jobs.into_iter().peekable();
+        while jobs.peek().is_some() {
+            let mut this_piece: Vec<(u64, Job)> = jobs.by_ref().take(piece).collect();
+            // Frames whose client flushed or left meanwhile are not run.
+            let control = {
+                let mut state = self.shared.lock();
+                let cancelled = state
+                    .running
+                    .as_ref()
+                    .map(|r| r.cancelled.clone())
+                    .unwrap_or_default();
+                let (dropped, kept): (Vec<_>, Vec<_>) = this_piece
+                    .into_iter()
+                    .partition(|(c, _)| cancelled.contains(c) || state.shutdown);
+                for (_, job) in dropped {
+                    state.recycle(job.tensor);
+                }
+                this_piece = kept;
+                if this_piece.is_empty() {
+                    continue;
+                }
+                let control = self.runner.control();
+                if let (Some(running), Ok(control)) = (state.running.as_mut(), &control) {
+                    running.control = Some(control.clone());
+                }
+                control
+            };
+
+            self.input.clear();
+            for (_, job) in &this_piece {
+                self.input.extend_from_slice(&job.tensor);
+            }
+            let start = Instant::now();
+            let result = match control {
+                Ok(control) => self.guarded_run_with(this_piece.len(), &control),
+                Err(e) => Err(EngineError::Model(e)),
+            };
+            let inference = start.elapsed() / this_piece.len() as u32;
+
+            let mut state = self.shared.lock();
+            if let Some(running) = state.running.as_mut() {
+                running.control = None;
+            }
+            if !state.shutdown && state.frame_time.is_none() && result.is_ok() {
+                state.frame_time = Some(inference);
+                self.shared.cond.notify_all();
+            }
+            let cancelled = state
+                .running
+                .as_ref()
+                .map(|r| r.cancelled.clone())
+                .unwrap_or_default();
+            let mut deliveries = Vec::new();
+            for (index, (client, job)) in this_piece.into_iter().enumerate() {
+                let wanted = !cancelled.contains(&client);
+                let deliver = state.clients.get(&client).map(|c| c.deliver.clone());
+                state.recycle(job.tensor);
+                let (Some(deliver), true) = (deliver, wanted) else {
+                    continue;
+                };
+                let result = match &result {
+                    Ok((w, h)) => {
+                        let plane = *w as usize * *h as usize;
+                        Ok(Mask {
+                            data: self.masks[index * plane..(index + 1) * plane].to_vec(),
+                            width: *w,
+                            height: *h,
+                        })
+                    }
+                    // A stopped run only ever held cancelled frames.
+                    Err(EngineError::Model(ModelError::Interrupted)) => continue,
+                    Err(e) => Err(e.clone()),
+                };
+                deliveries.push((
+                    deliver,
+                    Delivery {
+                        job: job.id,
+                        result,
+                        batch: shares[&client],
+                        batch_started: batch.started,
+                        inference,
+                    },
+                ));
+            }
+            drop(state);
+            for (deliver, delivery) in deliveries {
+                deliver(delivery);
+            }
+        }
+        self.shared.lock().running = None;
+    }
+
+    fn guarded_run(&mut self, batch: usize) -> Result<(u32, u32), EngineError> {
+        let control = self.runner.control()?;
+        self.guarded_run_with(batch, &control)
+    }
+
+    /// Runs `batch` frames of `self.input`; returns the masks' (width,
+    /// height). A panic in the runner is caught and becomes an error, so
+    /// that the thread lives on and the streams hear of it.
+    fn guarded_run_with(
+        &mut self,
+        batch: usize,
+        control: &RunControl,
+    ) -> Result<(u32, u32), EngineError> {
+        let Self {
+            runner,
+            input,
+            masks,
+            ..
+        } = self;
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            runner.run(input, batch, masks, control)
+        }));
+        match run {
+            Ok(Ok((h, w))) => Ok((w, h)),
+            Ok(Err(e)) => Err(EngineError::Model(e)),
+            Err(panic) => Err(EngineError::Panicked(panic_message(&*panic))),
+        }
+    }
+}
+
+/// How many frames each client has in `batch`.
+fn client_shares(batch: &Batch) -> BTreeMap<u64, BatchShare> {
+    let mut shares = BTreeMap::new();
+    for (client, _) in &batch.jobs {
+        shares
+            .entry(*client)
+            .or_insert(BatchShare {
+                id: batch.id,
+                frames: 0,
+            })
+            .frames += 1;
+    }
+    shares
+}
+
+/// Takes every queued job, for failing them.
+fn take_all(state: &mut State) -> Vec<(DeliverFn, JobId, BatchShare)> {
+    let mut all = Vec::new();
+    let mut tensors = Vec::new();
+    for client in state.clients.values_mut() {
+        let frames = client.queue.jobs.len();
+        for job in client.queue.jobs.drain(..) {
+            all.push((client.deliver.clone(), job.id, BatchShare { id: 0, frames }));
+            tensors.push(job.tensor);
+        }
+    }
+    for t in tensors {
+        state.recycle(t);
+    }
+    all
+}
+
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests;
