@@ -25,21 +25,26 @@ models:
 setup-gpu:
 	scripts/setup.sh gpu
 
-# The plugin where GStreamer looks without GST_PLUGIN_PATH; ONNX Runtime
-# where the plugin looks (not among the plugins: GStreamer's scanner would
-# take its .so files for plugins).
-PLUGINS_DIR := $(HOME)/.local/share/gstreamer-1.0/plugins
-ORT_DIR := $(HOME)/.local/share/u2netmatte/onnxruntime
+# The plugin where GStreamer looks without GST_PLUGIN_PATH; ONNX Runtime and
+# the models where the plugin looks (u2netmatte's data folder; ONNX Runtime
+# not among the plugins: GStreamer's scanner would take its .so files for
+# plugins). Nothing installed refers back to this checkout.
+DATA_HOME := $(or $(XDG_DATA_HOME),$(HOME)/.local/share)
+PLUGINS_DIR := $(DATA_HOME)/gstreamer-1.0/plugins
+ORT_DIR := $(DATA_HOME)/u2netmatte/onnxruntime
+MODELS_DIR := $(DATA_HOME)/u2netmatte/models
 install: build
-	install -d $(PLUGINS_DIR) $(ORT_DIR)
+	install -d $(PLUGINS_DIR) $(ORT_DIR) $(MODELS_DIR)
 	install -m 0644 target/release/libgstu2netmatte.so $(PLUGINS_DIR)/
 	install -m 0644 $(ORT_LIB) $(ORT_DIR)/
+	install -m 0644 models/*.onnx $(MODELS_DIR)/
 
 # The same with ONNX Runtime's CUDA build.
 install-gpu: build setup-gpu
-	install -d $(PLUGINS_DIR) $(ORT_DIR)
+	install -d $(PLUGINS_DIR) $(ORT_DIR) $(MODELS_DIR)
 	install -m 0644 target/release/libgstu2netmatte.so $(PLUGINS_DIR)/
 	install -m 0644 .deps/onnxruntime-gpu/* $(ORT_DIR)/
+	install -m 0644 models/*.onnx $(MODELS_DIR)/
 
 demo: build
 	scripts/demo.sh

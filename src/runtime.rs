@@ -208,12 +208,19 @@ fn build_environment(
 
 /// Where `make install` puts ONNX Runtime: not in GStreamer's plugin folder,
 /// whose scanner would try every `.so` of the CUDA build as a plugin.
-pub fn user_library_dir() -> Option<PathBuf> {
+/// The user's data folder for u2netmatte, where `make install` puts ONNX
+/// Runtime and the models: `$XDG_DATA_HOME/u2netmatte`, by default
+/// `~/.local/share/u2netmatte`.
+pub fn user_data_dir() -> Option<PathBuf> {
     let data = std::env::var_os("XDG_DATA_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))?;
-    Some(data.join("u2netmatte/onnxruntime"))
+    Some(data.join("u2netmatte"))
+}
+
+pub fn user_library_dir() -> Option<PathBuf> {
+    user_data_dir().map(|d| d.join("onnxruntime"))
 }
 
 fn candidates(

@@ -27,6 +27,14 @@ fn inputs(dir: &Path, with_corrupt: bool) {
     picture(&dir.join("ball.png"), 200, 150, "pngenc");
     picture(&dir.join("wide.jpg"), 321, 97, "jpegenc");
     picture(&dir.join("tall.jpeg"), 90, 260, "jpegenc");
+    // GStreamer has no TIFF encoder here: a PNG re-encoded by the image crate.
+    let png = dir.join("scan.png.tmp");
+    picture(&png, 120, 80, "pngenc");
+    image::load_from_memory_with_format(&std::fs::read(&png).unwrap(), image::ImageFormat::Png)
+        .unwrap()
+        .save_with_format(dir.join("scan.tiff"), image::ImageFormat::Tiff)
+        .unwrap();
+    std::fs::remove_file(png).unwrap();
     std::fs::write(dir.join("notes.txt"), "not a picture, and not one to pick").unwrap();
     if with_corrupt {
         std::fs::write(
@@ -84,12 +92,16 @@ fn a_folder_with_a_corrupt_file() {
     ]);
     assert_eq!(code, 1, "one file failed: the exit code says so");
     assert!(stderr.contains("broken.png: cannot read it"), "{stderr}");
-    assert!(stderr.contains("3 of 4 files written"), "{stderr}");
+    assert!(stderr.contains("4 of 5 files written"), "{stderr}");
     // Every good input has its cut-out, at its size, with alpha; no
     // temporary file is left behind.
-    assert_eq!(listing(&out), ["ball.png", "tall.png", "wide.png"]);
+    assert_eq!(
+        listing(&out),
+        ["ball.png", "scan.png", "tall.png", "wide.png"]
+    );
     for (name, w, h) in [
         ("ball.png", 200, 150),
+        ("scan.png", 120, 80),
         ("wide.png", 321, 97),
         ("tall.png", 90, 260),
     ] {

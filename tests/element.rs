@@ -325,3 +325,36 @@ fn stats_messages_report_each_batch() {
         assert_eq!(provider, loaded_provider());
     }
 }
+
+#[test]
+fn input_metas_reach_the_output() {
+    // Metas that describe the frame's time or content travel with it, in
+    // every mode, as they would through videoconvert.
+    let info = info(VideoFormat::Rgb, 64, 48);
+    let scene = scene(64, 48, Shape::Disc, 4);
+    let reference = gst::Caps::builder("timestamp/x-ntp").build();
+    for mode in ["mask", "alpha", "composite"] {
+        let mut h = harness(&[("batch-size", 2u32.to_value()), ("mode", mode.to_value())]);
+        h.set_src_caps(caps_of(&info));
+        let mut frame = timed_frame(&scene.rgb, &info, 0);
+        gst::ReferenceTimestampMeta::add(
+            frame.get_mut().unwrap(),
+            &reference,
+            gst::ClockTime::from_seconds(1_700_000_000),
+            gst::ClockTime::NONE,
+        );
+        h.push(frame).unwrap();
+        h.push_event(gst::event::Eos::new());
+        let out = h.pull().unwrap();
+        let meta = out
+            .meta::<gst::ReferenceTimestampMeta>()
+            .unwrap_or_else(|| panic!("mode={mode}: the reference timestamp was dropped"));
+        assert_eq!(meta.reference(), &reference, "mode={mode}");
+        assert_eq!(
+            meta.timestamp(),
+            gst::ClockTime::from_seconds(1_700_000_000),
+            "mode={mode}"
+        );
+        assert_same_timing(&out, 0);
+    }
+}

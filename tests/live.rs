@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Live sources: the element reports its latency, never holds a frame longer
-//! than that, and the sink (syncing to the clock, dropping what is more than
-//! 50 ms late) drops nothing. A queue after the element keeps the sink's
-//! clock waits out of the measured hold times.
+//! than that once it has been asked, and the sink (syncing to the clock,
+//! dropping what is more than 50 ms late) drops nothing. A queue after the
+//! element keeps the sink's clock waits out of the measured hold times.
+//!
+//! A live pipeline asks for the latency only once every sink has its first
+//! frame: the frames before that (the model still warming up) are bound by
+//! no figure, and the hold times are counted from the first answer on.
 //!
 //! The tests here run one at a time: they measure time on a 2-core machine.
 
@@ -74,6 +78,24 @@ struct LiveRun {
     dropped: u64,
 }
 
+/// When the pad first answered a LATENCY query.
+fn first_latency_answer(pad: &gst::Pad) -> Arc<Mutex<Option<Instant>>> {
+    let at = Arc::new(Mutex::new(None));
+    let a = at.clone();
+    pad.add_probe(
+        gst::PadProbeType::QUERY_UPSTREAM | gst::PadProbeType::PULL,
+        move |_, info| {
+            if let Some(gst::PadProbeData::Query(q)) = &info.data
+                && q.type_() == gst::QueryType::Latency
+            {
+                a.lock().unwrap().get_or_insert_with(Instant::now);
+            }
+            gst::PadProbeReturn::Ok
+        },
+    );
+    at
+}
+
 fn live_run(props: &str, fps: i32, frames: u32) -> LiveRun {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let pipeline = parse_pipeline(&format!(
@@ -84,6 +106,7 @@ fn live_run(props: &str, fps: i32, frames: u32) -> LiveRun {
     let m = pipeline.by_name("m").unwrap();
     let arrived = stamp_buffers(&m.static_pad("sink").unwrap());
     let left = stamp_buffers(&m.static_pad("src").unwrap());
+    let answered = first_latency_answer(&m.static_pad("src").unwrap());
     pipeline.set_state(gst::State::Playing).unwrap();
     let msg = pipeline
         .bus()
@@ -111,11 +134,21 @@ fn live_run(props: &str, fps: i32, frames: u32) -> LiveRun {
 
     let arrived = arrived.lock().unwrap();
     let left = left.lock().unwrap();
-    let longest_hold = left
+    let answered = answered
+        .lock()
+        .unwrap()
+        .expect("the pipeline asked for the latency");
+    let holds: Vec<Duration> = left
         .iter()
+        .filter(|(pts, _)| arrived[*pts] >= answered)
         .map(|(pts, out)| out.duration_since(arrived[pts]))
-        .max()
-        .unwrap_or_default();
+        .collect();
+    assert!(
+        holds.len() >= 3,
+        "only {} of {frames} frames came after the latency answer",
+        holds.len()
+    );
+    let longest_hold = holds.into_iter().max().unwrap_or_default();
     LiveRun {
         frames_out: left.len(),
         longest_hold,

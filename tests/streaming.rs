@@ -186,6 +186,46 @@ fn flush_drops_pending_frames_and_never_pushes_them_later() {
 }
 
 #[test]
+fn a_flush_keeps_the_newest_caps_for_the_frames_after_it() {
+    // Caps that arrived behind frames still waiting for their batch were
+    // accepted from upstream, which will not send them again after a seek:
+    // the flush must not lose them, or downstream keeps the old size.
+    let el = element(&[
+        ("batch-size", 4u32.to_value()),
+        ("batch-timeout", 60_000u32.to_value()),
+        ("mode", "mask".to_value()),
+    ]);
+    let mut h = harness_around(el, false);
+    let (big, small) = (
+        info(VideoFormat::Rgb, 64, 48),
+        info(VideoFormat::Rgb, 32, 24),
+    );
+    let (s_big, s_small) = (scene(64, 48, Shape::Disc, 3), scene(32, 24, Shape::Disc, 3));
+    h.set_src_caps(big.to_caps().unwrap());
+    h.push(frame_at(&s_big.rgb, &big, 0)).unwrap();
+    h.push(frame_at(&s_big.rgb, &big, 40)).unwrap();
+    h.set_src_caps(small.to_caps().unwrap());
+    h.push(frame_at(&s_small.rgb, &small, 80)).unwrap();
+    assert!(h.push_event(gst::event::FlushStart::new()));
+    assert!(h.push_event(gst::event::FlushStop::new(true)));
+    h.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
+        gst::ClockTime,
+    >::new()));
+    h.push(frame_at(&s_small.rgb, &small, 5000)).unwrap();
+    h.push_event(gst::event::Eos::new());
+    let out = h.pull().unwrap();
+    assert_eq!(out.pts(), Some(gst::ClockTime::from_seconds(5)));
+    let caps = h.sinkpad().unwrap().current_caps().unwrap();
+    let out_info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+    assert_eq!(
+        (out_info.format(), out_info.width(), out_info.height()),
+        (VideoFormat::Gray8, 32, 24),
+        "downstream's caps after the flush"
+    );
+    assert_eq!(out.size(), out_info.size());
+}
+
+#[test]
 fn seeks_while_playing_restart_at_the_target() {
     let pipeline = parse_pipeline(
         "videotestsrc pattern=ball ! video/x-raw,width=64,height=48,framerate=10/1 ! \

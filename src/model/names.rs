@@ -4,12 +4,19 @@
 //! A value with a `/` or ending in `.onnx` is a path. Anything else is a name
 //! looked up as `<name>.onnx` in, in order: `$U2NETMATTE_MODEL_DIR`, rembg's
 //! `$U2NET_HOME` (default `~/.u2net`, so models rembg downloaded are found),
-//! then the `models/` folder of this project that `make setup` fills.
+//! the user's data folder that `make install` fills
+//! (`$XDG_DATA_HOME/u2netmatte/models`, default
+//! `~/.local/share/u2netmatte/models`), then the `models/` folder of the
+//! checkout the plugin was built in (`make setup` fills it; gone when the
+//! checkout moves, which is why `make install` copies the models).
 
 use std::path::{Path, PathBuf};
 
 /// The folder `make setup` puts models in.
 pub const SETUP_MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/models");
+
+/// Where `make install` puts models, inside u2netmatte's data folder.
+pub const USER_MODEL_SUBDIR: &str = "models";
 
 /// Folders searched for a model name, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,13 +30,20 @@ impl SearchPath {
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        Self::new(var("U2NETMATTE_MODEL_DIR"), var("U2NET_HOME"), var("HOME"))
+        Self::new(
+            var("U2NETMATTE_MODEL_DIR"),
+            var("U2NET_HOME"),
+            var("HOME"),
+            crate::runtime::user_data_dir(),
+        )
     }
 
+    /// `user_data` is u2netmatte's data folder ([`crate::runtime::user_data_dir`]).
     pub fn new(
         model_dir: Option<PathBuf>,
         u2net_home: Option<PathBuf>,
         home: Option<PathBuf>,
+        user_data: Option<PathBuf>,
     ) -> Self {
         let mut dirs = Vec::new();
         dirs.extend(model_dir);
@@ -37,6 +51,7 @@ impl SearchPath {
             Some(dir) => dirs.push(dir),
             None => dirs.extend(home.map(|h| h.join(".u2net"))),
         }
+        dirs.extend(user_data.map(|d| d.join(USER_MODEL_SUBDIR)));
         dirs.push(PathBuf::from(SETUP_MODEL_DIR));
         Self(dirs)
     }
@@ -107,13 +122,23 @@ mod tests {
     }
 
     #[test]
-    fn search_order_is_model_dir_then_u2net_home_then_setup() {
-        let s = SearchPath::new(Some("/m".into()), Some("/u".into()), Some("/home/x".into()));
+    fn search_order_is_model_dir_u2net_home_installed_then_setup() {
+        let s = SearchPath::new(
+            Some("/m".into()),
+            Some("/u".into()),
+            Some("/home/x".into()),
+            Some("/home/x/.local/share/u2netmatte".into()),
+        );
         assert_eq!(
             s.0,
-            vec![PathBuf::from("/m"), "/u".into(), SETUP_MODEL_DIR.into()]
+            vec![
+                PathBuf::from("/m"),
+                "/u".into(),
+                "/home/x/.local/share/u2netmatte/models".into(),
+                SETUP_MODEL_DIR.into()
+            ]
         );
-        let s = SearchPath::new(None, None, Some("/home/x".into()));
+        let s = SearchPath::new(None, None, Some("/home/x".into()), None);
         assert_eq!(
             s.0,
             vec![PathBuf::from("/home/x/.u2net"), SETUP_MODEL_DIR.into()]
@@ -125,9 +150,14 @@ mod tests {
         let root = temp_dir("order");
         let in_home = touch(&root.join("home/.u2net"), "silueta.onnx");
         let in_dir = touch(&root.join("dir"), "silueta.onnx");
-        let s = SearchPath::new(Some(root.join("dir")), None, Some(root.join("home")));
+        let s = SearchPath::new(Some(root.join("dir")), None, Some(root.join("home")), None);
         assert_eq!(resolve("silueta", &s).unwrap(), in_dir);
-        let s = SearchPath::new(Some(root.join("nowhere")), None, Some(root.join("home")));
+        let s = SearchPath::new(
+            Some(root.join("nowhere")),
+            None,
+            Some(root.join("home")),
+            None,
+        );
         assert_eq!(resolve("silueta", &s).unwrap(), in_home);
         std::fs::remove_dir_all(root).unwrap();
     }

@@ -410,7 +410,7 @@ impl ObjectImpl for U2NetMatte {
                     .blurb(
                         "Path of an .onnx file, or a model name (u2netp, u2net, u2net_human_seg, silueta, ...) \
                          looked up as <name>.onnx in $U2NETMATTE_MODEL_DIR, $U2NET_HOME (default ~/.u2net), \
-                         then the project's models/ folder",
+                         ~/.local/share/u2netmatte/models (make install), then the project's models/ folder",
                     )
                     .default_value(Some(DEFAULT_MODEL))
                     .mutable_ready()
@@ -466,9 +466,10 @@ impl ObjectImpl for U2NetMatte {
                 glib::ParamSpecUInt::builder("batch-timeout")
                     .nick("Batch timeout")
                     .blurb(
-                        "Live sources: the longest (ms) a frame waits for its batch to fill before a \
-                         partial batch runs; 0: (batch-size - 0.5) frame durations, or 100 ms if the \
-                         framerate is unknown. Part of the reported latency",
+                        "The longest (ms) a frame waits for its batch to fill before a partial batch \
+                         runs, whatever the source; 0: with a live source (batch-size - 0.5) frame \
+                         durations (100 ms if the framerate is unknown), otherwise no wait (the model \
+                         takes what is queued whenever it is free). Part of the reported latency",
                     )
                     .maximum(MAX_BATCH_TIMEOUT_MS)
                     .default_value(DEFAULT_BATCH_TIMEOUT_MS)

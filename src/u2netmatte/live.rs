@@ -2,7 +2,7 @@
 //! Liveness and latency: whether upstream is live, how long frames may wait
 //! for their batch, and the LATENCY answer, re-announced when it changes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -72,13 +72,28 @@ impl U2NetMatte {
         let _ = obj.post_message(gst::message::Latency::builder().src(&*obj).build());
     }
 
-    /// Counts the time from a batch's start to a frame of it being ready to
-    /// leave; raises the budget (and tells a live pipeline) when it was
-    /// longer than budgeted.
-    pub(super) fn account_processing(&self, took: Duration) {
-        let raised = {
+    /// Counts what a frame that is ready to leave took; raises the budget
+    /// (and tells a live pipeline) when it was longer than budgeted. Live,
+    /// that is its whole hold but the part of its batch wait that the
+    /// latency counts already: waiting for a busy model is processing too.
+    pub(super) fn account_processing(&self, arrived: Instant, batch_started: Instant) {
+        let (raised, took) = {
             let mut state = self.shared.lock();
-            state.latency.account(took) && state.live == Some(true)
+            let took = if state.live == Some(true) {
+                if state.latency_answered.is_none_or(|t| arrived < t) {
+                    return;
+                }
+                let waited = batch_started.saturating_duration_since(arrived);
+                arrived
+                    .elapsed()
+                    .saturating_sub(waited.min(state.latency.batch_wait))
+            } else {
+                batch_started.elapsed()
+            };
+            (
+                state.latency.account(took) && state.live == Some(true),
+                took,
+            )
         };
         if raised {
             gst::info!(
@@ -120,7 +135,13 @@ impl U2NetMatte {
         if live {
             self.estimate_processing();
         }
-        let own = self.shared.lock().latency.own();
+        let own = {
+            let mut state = self.shared.lock();
+            if live {
+                state.latency_answered.get_or_insert_with(Instant::now);
+            }
+            state.latency.own()
+        };
         let own = gst::ClockTime::from_nseconds(u64::try_from(own.as_nanos()).unwrap_or(u64::MAX));
         gst::debug!(
             CAT,

@@ -79,7 +79,7 @@ impl U2NetMatte {
             (config, client, in_info, out_info)
         };
 
-        let started = Instant::now();
+        let arrived = Instant::now();
         let mut tensor = client.take_tensor();
         let prepared = frames::new_output(&self.pools, &out_info, config.mode).and_then(|output| {
             let mut preparer = lock(&self.preparer);
@@ -104,7 +104,7 @@ impl U2NetMatte {
                 return Err(gst::FlowError::Error);
             }
         };
-        let prepare_time = started.elapsed();
+        let prepare_time = arrived.elapsed();
 
         let mut state = self.shared.lock();
         // A flush while preparing: this frame belongs to the old stream.
@@ -122,6 +122,7 @@ impl U2NetMatte {
             job,
             buffer: prepared,
             out_info,
+            arrived,
             prepare_time,
             mask: None,
             inference: Default::default(),

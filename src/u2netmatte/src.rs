@@ -142,7 +142,7 @@ impl U2NetMatte {
         };
         let compose = started.elapsed();
         if let Some(batch_started) = frame.batch_started {
-            self.account_processing(batch_started.elapsed());
+            self.account_processing(frame.arrived, batch_started);
         }
         if let Some(share) = frame.batch {
             let finished = {

@@ -34,6 +34,8 @@ pub struct PendingFrame {
     /// buffer was given back when the frame arrived.
     pub buffer: gst::Buffer,
     pub out_info: gst_video::VideoInfo,
+    /// When the frame reached the sink pad.
+    pub arrived: Instant,
     pub prepare_time: Duration,
     /// Set by the engine.
     pub mask: Option<Result<Mask, EngineError>>,
@@ -75,6 +77,10 @@ pub struct State {
     /// Whether upstream is live; None until asked in this stream.
     pub live: Option<bool>,
     pub latency: Latency,
+    /// When a live pipeline first had the LATENCY answer: frames that came
+    /// before (the first ones, while sinks preroll and the model warms up)
+    /// were held by no promise.
+    pub latency_answered: Option<Instant>,
     /// Sticky events a flush took out of `items`, for the src pad to keep
     /// (as GstQueue does): downstream must not keep caps of the wrong size.
     pub kept_sticky: Vec<gst::Event>,
@@ -95,6 +101,7 @@ impl Default for State {
             out_info: None,
             live: None,
             latency: Latency::default(),
+            latency_answered: None,
             kept_sticky: Vec::new(),
             stats: BatchStats::default(),
         }
@@ -197,6 +204,7 @@ mod tests {
             out_info: gst_video::VideoInfo::builder(gst_video::VideoFormat::Gray8, 4, 4)
                 .build()
                 .unwrap(),
+            arrived: Instant::now(),
             prepare_time: Duration::ZERO,
             mask: None,
             inference: Duration::ZERO,

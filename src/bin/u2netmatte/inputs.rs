@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// Extensions taken from folders (files named on the command line are
 /// always tried, whatever their name).
-const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "webp", "bmp", "tif"];
+const IMAGE_EXTENSIONS: [&str; 7] = ["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff"];
 
 /// One input and its output file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("u2m-inputs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        for f in ["b.png", "a.JPG", "a.png", "notes.txt"] {
+        for f in ["b.png", "a.JPG", "a.png", "d.tiff", "e.TIF", "notes.txt"] {
             std::fs::write(dir.join(f), b"x").unwrap();
         }
         let jobs = collect(
@@ -98,6 +98,8 @@ mod tests {
                 ("a.JPG".to_string(), "/out/a.png".to_string()),
                 ("a.png".to_string(), "/out/a.png.png".to_string()),
                 ("b.png".to_string(), "/out/b.png".to_string()),
+                ("d.tiff".to_string(), "/out/d.png".to_string()),
+                ("e.TIF".to_string(), "/out/e.png".to_string()),
                 ("c.webp".to_string(), "/out/c.png".to_string()),
             ]
         );
