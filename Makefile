@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup setup-gpu build models install install-gpu demo test lint bench bench-cli rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu build models install install-gpu demo test lint bench bench-live bench-cli rembg-venv rembg-masks clean
 
 all: build
 
@@ -61,6 +61,11 @@ lint:
 # The element beside the bare model and rembg 2.0.86, in one run (not a test).
 bench: setup rembg-venv
 	$(CARGO) bench --bench throughput
+
+# Live 640x480@30 through the element (fps, latency, lateness, mask age),
+# and the flicker of its masks on a real clip (not a test).
+bench-live: setup
+	$(CARGO) bench --bench live
 
 # The folder tool beside `rembg p` on the same folder.
 bench-cli: build rembg-venv

@@ -389,6 +389,7 @@ fn main() {
     let options = ModelOptions {
         provider,
         device_id: 0,
+        ..Default::default()
     };
     let model = Model::load(&runtime, &model_path, &options).unwrap();
     let used = model.provider();

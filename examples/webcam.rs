@@ -1,17 +1,20 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Live background replacement: a webcam (or, without one, a live test
-//! source) cut out by u2netmatte and composited over another picture.
+//! Live background blur or replacement: a webcam (or, without one, a live
+//! test source) at 640x480 and 30 fps through u2netmatte.
 //!
-//!     cargo run --release --example webcam -- [--device /dev/video0] [--frames N] [--headless]
+//!     cargo run --release --example webcam -- [--device /dev/video0] [--effect blur|replace]
+//!         [--smoothing 0.5] [--inference-size 0] [--fps 30] [--frames N] [--headless]
 //!
-//! The pipeline it runs (printed at start):
+//! The pipelines it runs (printed at start):
 //!
-//!   v4l2src ! videoconvert ! videoscale ! video/x-raw,width=640,height=480 !
-//!     u2netmatte batch-size=1 mode=alpha ! compositor (over the background) !
-//!     videoconvert ! autovideosink
+//!   blur:    v4l2src ! videoconvert ! videoscale ! videorate ! video/x-raw,width=640,height=480,framerate=30/1 !
+//!              u2netmatte mode=blur temporal-smoothing=0.5 ! videoconvert ! autovideosink
+//!   replace: ... ! u2netmatte mode=alpha temporal-smoothing=0.5 ! compositor (over a background) ! ...
 //!
-//! U2NetP takes 0.1-0.5 s a frame on a CPU: the source is asked for what the
-//! element keeps up with (--fps, default 2); on a GPU ask for 30.
+//! The element keeps up with the camera by default (`keep-up`): every frame
+//! leaves at the camera's rate, with the newest mask the model has made,
+//! however slow the model is on this machine; `temporal-smoothing` steadies
+//! the masks where the picture does not move.
 
 use std::error::Error;
 use std::path::Path;
@@ -23,6 +26,10 @@ struct Options {
     frames: u32,
     headless: bool,
     fps: u32,
+    /// Blur the background, or replace it.
+    replace: bool,
+    smoothing: f64,
+    inference_size: u32,
 }
 
 fn options() -> Result<Options, Box<dyn Error>> {
@@ -30,7 +37,10 @@ fn options() -> Result<Options, Box<dyn Error>> {
         device: "/dev/video0".into(),
         frames: 0,
         headless: false,
-        fps: 2,
+        fps: 30,
+        replace: false,
+        smoothing: 0.5,
+        inference_size: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -38,6 +48,20 @@ fn options() -> Result<Options, Box<dyn Error>> {
             "--device" => o.device = args.next().ok_or("--device needs a path")?,
             "--frames" => o.frames = args.next().ok_or("--frames needs a count")?.parse()?,
             "--fps" => o.fps = args.next().ok_or("--fps needs a rate")?.parse()?,
+            "--effect" => {
+                o.replace = match args.next().as_deref() {
+                    Some("blur") => false,
+                    Some("replace") => true,
+                    _ => return Err("--effect is blur or replace".into()),
+                }
+            }
+            "--smoothing" => o.smoothing = args.next().ok_or("--smoothing needs 0..1")?.parse()?,
+            "--inference-size" => {
+                o.inference_size = args
+                    .next()
+                    .ok_or("--inference-size needs a size")?
+                    .parse()?
+            }
             "--headless" => o.headless = true,
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -70,12 +94,23 @@ fn main() -> Result<(), Box<dyn Error>> {
         "autovideosink"
     };
     let fps = o.fps;
-    let description = format!(
-        "compositor name=mix background=black ! videoconvert ! {sink} \
-         videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=480,framerate={fps}/1 ! mix.sink_0 \
-         {camera} ! videoconvert ! videoscale ! videorate ! video/x-raw,width=640,height=480,framerate={fps}/1 ! \
-         u2netmatte batch-size=1 mode=alpha ! mix.sink_1"
+    let input = format!(
+        "{camera} ! videoconvert ! videoscale ! videorate ! video/x-raw,width=640,height=480,framerate={fps}/1"
     );
+    let matte = format!(
+        "u2netmatte temporal-smoothing={} inference-size={}",
+        o.smoothing, o.inference_size
+    );
+    let description = if o.replace {
+        // The cut-out over another live picture, the GStreamer way.
+        format!(
+            "compositor name=mix background=black ! videoconvert ! {sink} \
+             videotestsrc is-live=true pattern=smpte ! video/x-raw,width=640,height=480,framerate={fps}/1 ! mix.sink_0 \
+             {input} ! {matte} mode=alpha ! mix.sink_1"
+        )
+    } else {
+        format!("{input} ! {matte} mode=blur ! videoconvert ! {sink}")
+    };
     println!("gst-launch-1.0 {description}");
     let pipeline = gst::parse::launch(&description)?
         .downcast::<gst::Pipeline>()
@@ -116,7 +151,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 result = Err(format!("{} ({:?})", e.error(), e.debug()).into());
                 break;
             }
-            // The element raised its latency after a slow batch.
+            // The element's latency changed (caps, a slow run).
             gst::MessageView::Latency(_) => {
                 let _ = pipeline.recalculate_latency();
             }

@@ -10,6 +10,7 @@
 
 use gst::glib;
 
+pub mod blur;
 pub mod engine;
 pub mod image_view;
 pub mod matte;
@@ -17,6 +18,7 @@ pub mod model;
 pub mod prep;
 pub mod resample;
 pub mod runtime;
+pub mod temporal;
 pub mod u2netmatte;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {

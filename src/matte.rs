@@ -24,15 +24,24 @@ pub enum Mode {
     /// RGBA: the source colour with the soft mask as alpha (rembg's cut-out,
     /// without darkening the colour at the edges).
     Alpha,
+    /// RGBA, opaque: the subject as it is over its own background blurred,
+    /// blended by the soft mask (video calls' background blur).
+    Blur,
 }
 
-/// Settings of the composite mode.
+/// Settings of the composite and blur modes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Composite {
     /// Mask values strictly above `threshold` x 255 keep the source pixel.
     pub threshold: f64,
     /// Fill colour as 0xAARRGGBB.
     pub fill_argb: u32,
+    /// Width (0..1 of the mask's range) of the soft edge centred on the
+    /// threshold: 0 is a hard cut (u2net-fast), more blends source and fill
+    /// over that band, so edges are anti-aliased.
+    pub feather: f64,
+    /// Box radius, in pixels, of `Mode::Blur`'s background blur.
+    pub blur_radius: u32,
 }
 
 impl Default for Composite {
@@ -40,6 +49,8 @@ impl Default for Composite {
         Self {
             threshold: 0.5,
             fill_argb: 0,
+            feather: 0.0,
+            blur_radius: 12,
         }
     }
 }
@@ -99,6 +110,9 @@ pub struct Matter {
     resizer: Lanczos3,
     /// The full-size mask, for the RGBA modes.
     mask: Vec<u8>,
+    /// The blurred frame and the blur's scratch, for `Mode::Blur`.
+    blurred: Vec<u8>,
+    blur_scratch: Vec<u8>,
 }
 
 impl Matter {
@@ -128,8 +142,8 @@ impl Matter {
 
     /// Applies a mask to an output frame: `Mode::Mask` writes the scaled
     /// mask (GRAY8); the RGBA modes expect the frame's colours already in
-    /// `out` (see [`to_rgba`]) and set alpha (`Alpha`) or replace the
-    /// background with the fill colour (`Composite`).
+    /// `out` (see [`to_rgba`]) and set alpha (`Alpha`), replace the
+    /// background with the fill colour (`Composite`) or blur it (`Blur`).
     pub fn apply(
         &mut self,
         mode: Mode,
@@ -152,11 +166,49 @@ impl Matter {
         if scaled.is_ok() {
             match mode {
                 Mode::Alpha => set_alpha(&mask, out),
+                Mode::Blur => self.blur_background(&mask, out, composite.blur_radius),
+                _ if composite.feather > 0.0 => feather_background(&mask, out, composite),
                 _ => fill_background(&mask, out, composite),
             }
         }
         self.mask = mask;
         scaled
+    }
+
+    /// Blends `out` over a blurred copy of itself by `mask`; opaque.
+    fn blur_background(&mut self, mask: &[u8], out: OutFrame, radius: u32) {
+        use rayon::prelude::*;
+        let (w, h) = (out.width as usize, out.height as usize);
+        if w == 0 || out.stride == 0 {
+            return;
+        }
+        crate::blur::blur_rgba(
+            out.data,
+            w,
+            h,
+            out.stride,
+            radius as usize,
+            &mut self.blurred,
+            &mut self.blur_scratch,
+        );
+        out.data
+            .par_chunks_mut(out.stride)
+            .zip(mask.par_chunks(w))
+            .zip(self.blurred.par_chunks(4 * w))
+            .take(h)
+            .for_each(|((dst, m), back)| {
+                for ((d, b), &a) in dst[..4 * w]
+                    .chunks_exact_mut(4)
+                    .zip(back.chunks_exact(4))
+                    .zip(m)
+                {
+                    let (a, na) = (u32::from(a), 255 - u32::from(a));
+                    for c in 0..3 {
+                        d[c] = ((u32::from(d[c]) * a + u32::from(b[c]) * na + 127) / 255) as u8;
+                    }
+                    d[3] = 255;
+                }
+            });
     }
 
     /// Scales a model-size mask to `dst`'s size with Lanczos3.
@@ -305,6 +357,47 @@ fn set_alpha(mask: &[u8], out: OutFrame) {
     });
 }
 
+/// How much of the source a mask value keeps, 0..=256, with a soft band of
+/// `feather` around the threshold.
+fn feather_table(composite: Composite) -> [u32; 256] {
+    let half = (composite.feather / 2.0).max(1e-6);
+    std::array::from_fn(|m| {
+        let t = ((m as f64 / 255.0 - composite.threshold) / half * 0.5 + 0.5).clamp(0.0, 1.0);
+        // Smoothstep: no kink where the band starts and ends.
+        (t * t * (3.0 - 2.0 * t) * 256.0).round() as u32
+    })
+}
+
+/// The source over the fill colour, the source's share given by the mask
+/// through [`feather_table`]; colours weighted by alpha, as "over" does, so
+/// a transparent fill does not darken the edge.
+fn feather_background(mask: &[u8], out: OutFrame, composite: Composite) {
+    let keep = feather_table(composite);
+    let [fa, fr, fg, fb] = composite.fill_argb.to_be_bytes();
+    let fill = [u32::from(fr), u32::from(fg), u32::from(fb)];
+    let fill_alpha = u32::from(fa);
+    let width = out.width as usize;
+    for_each_band(out.height as usize, (mask, width), out, |m, dst| {
+        for (d, &mv) in dst.chunks_exact_mut(4).zip(&m[..width]) {
+            let k = keep[mv as usize];
+            if k == 256 {
+                continue;
+            }
+            let src_a = u32::from(d[3]) * k;
+            let fill_a = fill_alpha * (256 - k);
+            let out_a = src_a + fill_a;
+            if out_a == 0 {
+                d.copy_from_slice(&[0, 0, 0, 0]);
+                continue;
+            }
+            for c in 0..3 {
+                d[c] = ((u32::from(d[c]) * src_a + fill[c] * fill_a + out_a / 2) / out_a) as u8;
+            }
+            d[3] = ((out_a + 128) / 256) as u8;
+        }
+    });
+}
+
 /// Keeps the pixels whose full-size `mask` is above the threshold, paints
 /// the rest with the fill colour.
 fn fill_background(mask: &[u8], out: OutFrame, composite: Composite) {
@@ -397,6 +490,7 @@ mod tests {
                 Composite {
                     threshold: 0.5,
                     fill_argb: 0x80FF0102,
+                    ..Default::default()
                 },
             )
             .unwrap();
@@ -496,5 +590,114 @@ mod tests {
             )
             .unwrap_err();
         assert!(matches!(e, MatteError::SizeMismatch { .. }));
+    }
+
+    /// A 4x1 RGBA frame whose mask is `mask`, through `apply`.
+    fn applied(mode: Mode, mask: [u8; 4], colours: [[u8; 4]; 4], composite: Composite) -> Vec<u8> {
+        let mut out: Vec<u8> = colours.concat();
+        Matter::new()
+            .apply(
+                mode,
+                &mask,
+                (4, 1),
+                OutFrame {
+                    data: &mut out,
+                    width: 4,
+                    height: 1,
+                    stride: 16,
+                },
+                composite,
+            )
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn feathered_composite_blends_over_the_band_around_the_threshold() {
+        let grey = [100u8, 100, 100, 255];
+        let composite = Composite {
+            threshold: 0.5,
+            fill_argb: 0xFF000000,
+            feather: 0.2,
+            ..Default::default()
+        };
+        // Far above, far below, at the threshold, inside the band.
+        let out = applied(Mode::Composite, [255, 0, 128, 140], [grey; 4], composite);
+        assert_eq!(out[0..4], grey, "kept");
+        assert_eq!(out[4..8], [0, 0, 0, 255], "filled");
+        let mid = out[8];
+        assert!((45..=55).contains(&mid), "half way at the threshold: {mid}");
+        assert!(
+            out[12] > mid && out[12] < 100,
+            "more of the source above it: {}",
+            out[12]
+        );
+        assert!(
+            out.chunks(4).all(|px| px[3] == 255),
+            "opaque over an opaque fill"
+        );
+
+        // Over a transparent fill the colour stays and only alpha fades.
+        let composite = Composite {
+            fill_argb: 0,
+            ..composite
+        };
+        let out = applied(Mode::Composite, [255, 0, 128, 140], [grey; 4], composite);
+        assert_eq!(out[4..8], [0, 0, 0, 0]);
+        assert_eq!(out[8..11], [100, 100, 100]);
+        assert!((120..=135).contains(&out[11]), "alpha {}", out[11]);
+    }
+
+    #[test]
+    fn blur_keeps_the_subject_and_blurs_the_background() {
+        let (w, h) = (40u32, 8u32);
+        // Stripes of black and white, one pixel wide; the left half is the
+        // subject.
+        let mut frame = vec![0u8; (4 * w * h) as usize];
+        for (i, px) in frame.chunks_exact_mut(4).enumerate() {
+            let v = if i % 2 == 0 { 255 } else { 0 };
+            px.copy_from_slice(&[v, v, v, 200]);
+        }
+        let source = frame.clone();
+        let small: Vec<u8> = (0..w * h)
+            .map(|i| if i % w < w / 2 { 255 } else { 0 })
+            .collect();
+        Matter::new()
+            .apply(
+                Mode::Blur,
+                &small,
+                (w, h),
+                OutFrame {
+                    data: &mut frame,
+                    width: w,
+                    height: h,
+                    stride: 4 * w as usize,
+                },
+                Composite {
+                    blur_radius: 3,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        let px = |buf: &[u8], x: u32, y: u32| {
+            let i = (4 * (y * w + x)) as usize;
+            [buf[i], buf[i + 1], buf[i + 2], buf[i + 3]]
+        };
+        for x in 0..4 {
+            let s = px(&source, x, 4);
+            assert_eq!(
+                px(&frame, x, 4),
+                [s[0], s[1], s[2], 255],
+                "subject pixel {x}"
+            );
+        }
+        for x in 26..34 {
+            let v = px(&frame, x, 4)[0];
+            assert!(
+                (100..=155).contains(&v),
+                "background pixel {x} not blurred: {v}"
+            );
+            assert_eq!(px(&frame, x, 4)[3], 255);
+        }
     }
 }

@@ -153,6 +153,18 @@ impl Preparer {
         Ok(())
     }
 
+    /// The last prepared frame at the model's size, as packed RGB (for
+    /// temporal smoothing, which compares frames where the masks are made).
+    pub fn small_rgb(&self, layout: PixelLayout, out: &mut Vec<u8>) {
+        let [r, g, b] = layout.rgb;
+        out.clear();
+        out.extend(
+            self.small
+                .chunks_exact(layout.bytes_per_pixel)
+                .flat_map(|px| [px[r], px[g], px[b]]),
+        );
+    }
+
     fn resize(&mut self, frame: &Frame) -> Result<(), PrepError> {
         if frame.layout.bytes_per_pixel == 3 {
             self.resize_as::<U8x3>(frame)
@@ -282,6 +294,9 @@ mod tests {
         let mut p = Preparer::new(w, h, Normalization::IMAGENET);
         let mut out = vec![0f32; p.tensor_len()];
         p.prepare(&frame, &mut out).unwrap();
+        let mut rgb = Vec::new();
+        p.small_rgb(PixelLayout::RGB, &mut rgb);
+        assert_eq!(rgb, data, "the model-size picture is the frame itself");
         let plane = (w * h) as usize;
         for i in 0..plane {
             assert_eq!(out[i], expected(i as u8, 255, 0));

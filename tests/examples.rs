@@ -81,28 +81,36 @@ fn embedding_in_a_rust_application() {
 }
 
 #[test]
-fn live_pipeline_composites_over_a_background() {
-    let mut cmd = Command::new(example("webcam"));
-    cmd.args([
-        "--device",
-        "/nonexistent/video0",
-        "--headless",
-        "--frames",
-        "3",
-        "--fps",
-        "2",
-    ]);
-    let stdout = run(cmd);
-    assert!(
-        stdout.contains("u2netmatte batch-size=1 mode=alpha"),
-        "{stdout}"
-    );
-    let count: u32 = stdout
-        .lines()
-        .find_map(|l| l.strip_suffix(" frames cut out"))
-        .and_then(|n| n.parse().ok())
-        .expect("a frame count");
-    assert!(count >= 3, "{stdout}");
+fn live_pipeline_blurs_or_replaces_the_background() {
+    for (effect, element) in [
+        (
+            "blur",
+            "u2netmatte temporal-smoothing=0.5 inference-size=0 mode=blur",
+        ),
+        (
+            "replace",
+            "u2netmatte temporal-smoothing=0.5 inference-size=0 mode=alpha ! mix.sink_1",
+        ),
+    ] {
+        let mut cmd = Command::new(example("webcam"));
+        cmd.args([
+            "--device",
+            "/nonexistent/video0",
+            "--headless",
+            "--frames",
+            "20",
+            "--effect",
+            effect,
+        ]);
+        let stdout = run(cmd);
+        assert!(stdout.contains(element), "{stdout}");
+        let count: u32 = stdout
+            .lines()
+            .find_map(|l| l.strip_suffix(" frames cut out"))
+            .and_then(|n| n.parse().ok())
+            .expect("a frame count");
+        assert!(count >= 20, "{effect}: {stdout}");
+    }
 }
 
 #[test]

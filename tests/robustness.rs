@@ -280,12 +280,12 @@ fn cpu_memory_does_not_grow_with_the_batch_size() {
 fn a_live_pipeline_hears_when_the_latency_changes() {
     // The pipeline asks for the latency before caps arrive, and the
     // framerate changes later: each time the element's batch wait (3.5
-    // frame durations at batch 4) changes, it must post a LATENCY message
-    // and answer the new figure.
+    // frame durations at batch 4, every frame waiting for its own mask)
+    // changes, it must post a LATENCY message and answer the new figure.
     let pipeline = parse_pipeline(
         "appsrc name=src is-live=true format=time do-timestamp=false \
          caps=video/x-raw,format=RGB,width=64,height=48,framerate=10/1 ! \
-         u2netmatte name=m batch-size=4 mode=mask ! appsink name=sink sync=false",
+         u2netmatte name=m batch-size=4 keep-up=false mode=mask ! appsink name=sink sync=false",
     );
     let m = pipeline.by_name("m").unwrap();
     let src = pipeline

@@ -250,6 +250,18 @@ impl Client {
 
     /// Queues a prepared frame. Err when the model cannot run at all.
     pub fn submit(&self, tensor: Vec<f32>) -> Result<JobId, EngineError> {
+        self.queue(tensor, false).map(|(id, _)| id)
+    }
+
+    /// Queues a prepared frame in place of this client's frames that still
+    /// wait for the model (not those running): a live stream that keeps up
+    /// has the model run on its newest frame whenever it is free. Returns
+    /// the new job and the ones it replaced, which will not be delivered.
+    pub fn submit_latest(&self, tensor: Vec<f32>) -> Result<(JobId, Vec<JobId>), EngineError> {
+        self.queue(tensor, true)
+    }
+
+    fn queue(&self, tensor: Vec<f32>, replace: bool) -> Result<(JobId, Vec<JobId>), EngineError> {
         let mut state = self.shared.lock();
         if let Some(e) = &state.failure {
             return Err(e.clone());
@@ -263,13 +275,22 @@ impl Client {
             .clients
             .get_mut(&self.id)
             .ok_or(EngineError::Stopped)?;
+        let replaced = if replace {
+            std::mem::take(&mut client.queue.jobs)
+        } else {
+            Default::default()
+        };
         client.queue.jobs.push_back(Job {
             id,
             tensor,
             arrived: Instant::now(),
         });
+        let replaced_ids = replaced.iter().map(|j| j.id).collect();
+        for job in replaced {
+            state.recycle(job.tensor);
+        }
         self.shared.cond.notify_all();
-        Ok(id)
+        Ok((id, replaced_ids))
     }
 
     /// Lets every frame queued so far go without waiting for its batch to

@@ -317,3 +317,29 @@ fn a_client_dropped_with_frames_queued_gets_nothing_and_others_go_on() {
         late.len()
     );
 }
+
+#[test]
+fn a_newer_frame_takes_the_place_of_one_still_waiting() {
+    let f = engine(1, 200);
+    let (c, rx) = client(&f, 4, 0);
+    let first = submit(&c, 1.0);
+    // Let the first frame start running.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut replaced = Vec::new();
+    let mut last = 0;
+    for v in 2..=5 {
+        let mut t = c.take_tensor();
+        t[0] = v as f32;
+        let (id, gone) = c.submit_latest(t).unwrap();
+        replaced.extend(gone);
+        last = id;
+    }
+    // The running frame stays; 2, 3 and 4 gave way in turn; 5 runs next.
+    assert_eq!(replaced, [first + 1, first + 2, first + 3]);
+    let d = next(&rx);
+    assert_eq!((d.job, mask_value(&d)), (first, 1));
+    let d = next(&rx);
+    assert_eq!((d.job, mask_value(&d)), (last, 5));
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
+    assert_eq!(*f.runs.lock().unwrap(), [1, 1]);
+}

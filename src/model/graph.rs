@@ -4,8 +4,10 @@
 //! rembg's models are exported with a fixed batch of 1. Their resizes take
 //! their sizes from Shape ops, so the graph itself works at any batch: only
 //! the declared batch dimension of the input and output needs to become
-//! symbolic. The side outputs (d1..d6) are dropped, so ONNX Runtime neither
-//! computes nor copies what nobody reads.
+//! symbolic. The same holds for height and width: a model may be run at
+//! another square size (the `inference-size` property) by declaring it. The
+//! side outputs (d1..d6) are dropped, so ONNX Runtime neither computes nor
+//! copies what nobody reads.
 
 use onnx_rs::ast::{DataType, Dimension, Graph, TensorShapeDimension, ValueInfo};
 
@@ -40,8 +42,9 @@ pub enum GraphError {
 
 /// Parses `bytes`, checks the model takes one Nx3xHxW float tensor and gives
 /// Nx1xHxW or NxHxW floats first, and returns it with a symbolic batch
-/// dimension and only its first output.
-pub fn prepare(bytes: &[u8]) -> Result<Prepared, GraphError> {
+/// dimension and only its first output; with `size`, its input and output
+/// declared at that (height, width).
+pub fn prepare(bytes: &[u8], size: Option<(u32, u32)>) -> Result<Prepared, GraphError> {
     let mut model = onnx_rs::parse(bytes).map_err(|e| GraphError::Parse(format!("{e:?}")))?;
     let graph = model
         .graph
@@ -51,10 +54,16 @@ pub fn prepare(bytes: &[u8]) -> Result<Prepared, GraphError> {
 
     // Keep d0 only.
     graph.output.truncate(1);
-    if signature.declared_batch.is_some() {
-        set_batch_dim(input_mut(graph)?);
+    let resized = size.filter(|&s| Some(s) != signature.input_size);
+    if signature.declared_batch.is_some() || resized.is_some() {
+        let input = input_mut(graph)?;
+        set_batch_dim(input);
+        if let Some(size) = resized {
+            set_spatial_dims(input, size);
+            set_spatial_dims(&mut graph.output[0], size);
+        }
         set_batch_dim(&mut graph.output[0]);
-        // Intermediate shape hints would contradict the new batch dimension.
+        // Intermediate shape hints would contradict the new dimensions.
         graph.value_info.clear();
     }
     Ok(Prepared {
@@ -166,6 +175,21 @@ fn set_batch_dim(vi: &mut ValueInfo) {
     }
 }
 
+/// Declares the last two dimensions (height, width) as `size`.
+fn set_spatial_dims(vi: &mut ValueInfo, (height, width): (u32, u32)) {
+    if let Some(onnx_rs::ast::TypeProto {
+        value: Some(onnx_rs::ast::TypeValue::Tensor(t)),
+        ..
+    }) = vi.r#type.as_mut()
+        && let Some(shape) = t.shape.as_mut()
+        && shape.dim.len() >= 3
+    {
+        let n = shape.dim.len();
+        shape.dim[n - 2].value = Dimension::Value(i64::from(height));
+        shape.dim[n - 1].value = Dimension::Value(i64::from(width));
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -224,7 +248,7 @@ pub(crate) mod tests {
                 tensor("d1", &[1, 1, 320, 320]),
             ],
         );
-        let prepared = prepare(&bytes).unwrap();
+        let prepared = prepare(&bytes, None).unwrap();
         assert_eq!(
             prepared.signature,
             Signature {
@@ -245,32 +269,60 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn another_input_size_is_declared_on_input_and_output() {
+        let bytes = model_bytes(
+            tensor("input.1", &[1, 3, 320, 320]),
+            vec![tensor("d0", &[1, 1, 320, 320])],
+        );
+        let prepared = prepare(&bytes, Some((192, 192))).unwrap();
+        // The signature is the file's own.
+        assert_eq!(prepared.signature.input_size, Some((320, 320)));
+        let graph = onnx_rs::parse(&prepared.bytes).unwrap().graph.unwrap();
+        let dims = |vi: &ValueInfo| -> Vec<String> {
+            vi.tensor_shape()
+                .unwrap()
+                .dim
+                .iter()
+                .map(|d| match d.value {
+                    Dimension::Value(v) => v.to_string(),
+                    Dimension::Param(p) => p.to_string(),
+                })
+                .collect()
+        };
+        assert_eq!(dims(&graph.input[0]), ["batch", "3", "192", "192"]);
+        assert_eq!(dims(&graph.output[0]), ["batch", "1", "192", "192"]);
+    }
+
+    #[test]
     fn three_dimensional_output_is_accepted() {
         let bytes = model_bytes(
             tensor("x", &[1, 3, 256, 192]),
             vec![tensor("y", &[1, 256, 192])],
         );
         assert_eq!(
-            prepare(&bytes).unwrap().signature.input_size,
+            prepare(&bytes, None).unwrap().signature.input_size,
             Some((256, 192))
         );
     }
 
     #[test]
     fn wrong_shapes_are_refused_with_what_was_found() {
-        let e = prepare(&model_bytes(
-            tensor("x", &[1, 4, 320, 320]),
-            vec![tensor("y", &[1, 1, 320, 320])],
-        ))
+        let e = prepare(
+            &model_bytes(
+                tensor("x", &[1, 4, 320, 320]),
+                vec![tensor("y", &[1, 1, 320, 320])],
+            ),
+            None,
+        )
         .unwrap_err();
         assert_eq!(
             e.to_string(),
             "not U2Net-shaped: input 'x' Float 1x4x320x320 is not Nx3xHxW float"
         );
-        let e = prepare(&model_bytes(
-            tensor("x", &[1, 3, 320, 320]),
-            vec![tensor("y", &[1, 10])],
-        ))
+        let e = prepare(
+            &model_bytes(tensor("x", &[1, 3, 320, 320]), vec![tensor("y", &[1, 10])]),
+            None,
+        )
         .unwrap_err();
         assert_eq!(
             e.to_string(),
@@ -280,7 +332,7 @@ pub(crate) mod tests {
 
     #[test]
     fn garbage_is_not_onnx() {
-        let e = prepare(b"this is not a protobuf \xff\xff\xff\xff\xff").unwrap_err();
+        let e = prepare(b"this is not a protobuf \xff\xff\xff\xff\xff", None).unwrap_err();
         assert!(matches!(e, GraphError::Parse(_)), "{e:?}");
     }
 }

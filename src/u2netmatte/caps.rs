@@ -46,7 +46,7 @@ pub fn layout_of(format: VideoFormat) -> Option<PixelLayout> {
 pub fn output_format(mode: Mode) -> VideoFormat {
     match mode {
         Mode::Mask => VideoFormat::Gray8,
-        Mode::Composite | Mode::Alpha => VideoFormat::Rgba,
+        Mode::Composite | Mode::Alpha | Mode::Blur => VideoFormat::Rgba,
     }
 }
 

@@ -66,6 +66,15 @@ const DEFAULT_DEVICE_ID: i32 = 0;
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 0;
 const MAX_BATCH_TIMEOUT_MS: u32 = 60_000;
 const DEFAULT_STATS: bool = false;
+const DEFAULT_KEEP_UP: bool = true;
+const DEFAULT_TEMPORAL_SMOOTHING: f64 = 0.0;
+const DEFAULT_FEATHER: f64 = 0.0;
+const DEFAULT_BLUR_RADIUS: u32 = 12;
+const MAX_BLUR_RADIUS: u32 = 256;
+/// 0: the model's own input size.
+const DEFAULT_INFERENCE_SIZE: u32 = 0;
+const MIN_INFERENCE_SIZE: u32 = 32;
+const MAX_INFERENCE_SIZE: u32 = 2048;
 
 #[derive(Debug, Clone)]
 pub(super) struct Settings {
@@ -79,6 +88,11 @@ pub(super) struct Settings {
     pub ort_library: Option<String>,
     pub batch_timeout_ms: u32,
     pub stats: bool,
+    pub keep_up: bool,
+    pub temporal_smoothing: f64,
+    pub feather: f64,
+    pub blur_radius: u32,
+    pub inference_size: u32,
 }
 
 impl Default for Settings {
@@ -94,6 +108,11 @@ impl Default for Settings {
             ort_library: None,
             batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
             stats: DEFAULT_STATS,
+            keep_up: DEFAULT_KEEP_UP,
+            temporal_smoothing: DEFAULT_TEMPORAL_SMOOTHING,
+            feather: DEFAULT_FEATHER,
+            blur_radius: DEFAULT_BLUR_RADIUS,
+            inference_size: DEFAULT_INFERENCE_SIZE,
         }
     }
 }
@@ -106,6 +125,8 @@ pub(super) struct ModelKey {
     pub provider: U2NetMatteProvider,
     pub device_id: i32,
     pub ort_library: Option<String>,
+    /// Square input size to run at; None: the model's own.
+    pub inference_size: Option<u32>,
 }
 
 /// A model running in its engine, from NULL->READY to READY->NULL.
@@ -156,11 +177,22 @@ impl U2NetMatte {
         let settings = lock(&self.settings).clone();
         let path = names::resolve(&settings.model, &names::SearchPath::from_env())
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
+        let inference_size = match settings.inference_size {
+            0 => None,
+            s if s < MIN_INFERENCE_SIZE => {
+                return Err(gst::error_msg!(
+                    gst::LibraryError::Settings,
+                    ("inference-size={s} is too small: 0 (the model's own size) or {MIN_INFERENCE_SIZE}..{MAX_INFERENCE_SIZE}")
+                ));
+            }
+            s => Some(s),
+        };
         let key = ModelKey {
             path,
             provider: settings.provider,
             device_id: settings.device_id,
             ort_library: settings.ort_library.clone(),
+            inference_size,
         };
         if lock(&self.loaded).as_ref().is_some_and(|l| l.key == key) {
             return Ok(());
@@ -170,6 +202,7 @@ impl U2NetMatte {
         let options = ModelOptions {
             provider: key.provider.into(),
             device_id: key.device_id,
+            input_size: key.inference_size,
         };
         let model = Model::load(&runtime, &key.path, &options)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
@@ -273,14 +306,18 @@ impl U2NetMatte {
             batch_timeout: (settings.batch_timeout_ms > 0)
                 .then(|| Duration::from_millis(settings.batch_timeout_ms.into())),
             provider: loaded.provider,
+            keep_up: settings.keep_up,
         };
         let weak = Arc::downgrade(&self.shared);
+        let weak_obj = self.obj().downgrade();
         let deliver = Arc::new(move |delivery: Delivery| {
-            if let Some(shared) = weak.upgrade() {
-                let mut state = shared.lock();
-                if state.deliver(delivery) {
-                    shared.cond.notify_all();
-                }
+            let (Some(shared), Some(obj)) = (weak.upgrade(), weak_obj.upgrade()) else {
+                return;
+            };
+            let smoothing = lock(&obj.imp().settings).temporal_smoothing;
+            let mut state = shared.lock();
+            if state.deliver(delivery, smoothing) {
+                shared.cond.notify_all();
             }
         });
         let client = loaded.engine.client(
@@ -425,7 +462,10 @@ impl ObjectImpl for U2NetMatte {
                     .build(),
                 glib::ParamSpecEnum::builder_with_default("mode", DEFAULT_MODE)
                     .nick("Mode")
-                    .blurb("What the output holds: composite (RGBA), mask (GRAY8) or alpha (RGBA)")
+                    .blurb(
+                        "What the output holds: composite (RGBA), mask (GRAY8), alpha (RGBA) or blur \
+                         (RGBA)",
+                    )
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecDouble::builder("threshold")
@@ -475,11 +515,62 @@ impl ObjectImpl for U2NetMatte {
                     .default_value(DEFAULT_BATCH_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecBoolean::builder("keep-up")
+                    .nick("Keep up")
+                    .blurb(
+                        "With a live source, keep up with it when inference cannot: every frame leaves \
+                         in time, with its own mask or else the newest one (the model runs on the newest \
+                         frame whenever it is free). false: every frame waits for its own mask",
+                    )
+                    .default_value(DEFAULT_KEEP_UP)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecDouble::builder("temporal-smoothing")
+                    .nick("Temporal smoothing")
+                    .blurb(
+                        "0: every frame's own mask (rembg's); above 0, masks are averaged over time with \
+                         this weight where the picture did not change, and follow it where it did",
+                    )
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_TEMPORAL_SMOOTHING)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecDouble::builder("feather")
+                    .nick("Feather")
+                    .blurb(
+                        "mode=composite: width of the soft edge around threshold (0..1 of the mask's \
+                         range); 0: a hard cut",
+                    )
+                    .minimum(0.0)
+                    .maximum(1.0)
+                    .default_value(DEFAULT_FEATHER)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("blur-radius")
+                    .nick("Blur radius")
+                    .blurb("mode=blur: how far (pixels) the background is blurred")
+                    .minimum(1)
+                    .maximum(MAX_BLUR_RADIUS)
+                    .default_value(DEFAULT_BLUR_RADIUS)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("inference-size")
+                    .nick("Inference size")
+                    .blurb(
+                        "Run the model at this square size instead of its own (0), e.g. 256 or 192: \
+                         faster on a CPU, coarser masks; the masks still have the frame's size",
+                    )
+                    .maximum(MAX_INFERENCE_SIZE)
+                    .default_value(DEFAULT_INFERENCE_SIZE)
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("stats")
                     .nick("Stats")
                     .blurb(
                         "Post an element message \"u2netmatte-stats\" after each batch: frames, \
-                         inference-ms, prepare-ms, compose-ms, provider",
+                         batch-size, inference-ms, prepare-ms, compose-ms, frames-out, mask-age-ms, \
+                         mask-age-max-ms, provider",
                     )
                     .default_value(DEFAULT_STATS)
                     .mutable_playing()
@@ -523,6 +614,13 @@ impl ObjectImpl for U2NetMatte {
             }
             "batch-timeout" => s.batch_timeout_ms = value.get().unwrap_or(DEFAULT_BATCH_TIMEOUT_MS),
             "stats" => s.stats = value.get().unwrap_or(DEFAULT_STATS),
+            "keep-up" => s.keep_up = value.get().unwrap_or(DEFAULT_KEEP_UP),
+            "temporal-smoothing" => {
+                s.temporal_smoothing = value.get().unwrap_or(DEFAULT_TEMPORAL_SMOOTHING)
+            }
+            "feather" => s.feather = value.get().unwrap_or(DEFAULT_FEATHER),
+            "blur-radius" => s.blur_radius = value.get().unwrap_or(DEFAULT_BLUR_RADIUS),
+            "inference-size" => s.inference_size = value.get().unwrap_or(DEFAULT_INFERENCE_SIZE),
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "{} = {:?}", pspec.name(), value);
@@ -541,6 +639,11 @@ impl ObjectImpl for U2NetMatte {
             "ort-library" => s.ort_library.to_value(),
             "batch-timeout" => s.batch_timeout_ms.to_value(),
             "stats" => s.stats.to_value(),
+            "keep-up" => s.keep_up.to_value(),
+            "temporal-smoothing" => s.temporal_smoothing.to_value(),
+            "feather" => s.feather.to_value(),
+            "blur-radius" => s.blur_radius.to_value(),
+            "inference-size" => s.inference_size.to_value(),
             _ => pspec.default_value().clone(),
         }
     }

@@ -10,13 +10,25 @@ use std::time::Duration;
 pub const FALLBACK_BATCH_WAIT: Duration = Duration::from_millis(100);
 /// Head room over the longest batch seen.
 const PROCESSING_MARGIN: f64 = 1.5;
+/// Keeping up, the longest a frame waits for its own mask before it leaves
+/// with the newest one: what video calls tolerate end to end. Below it, one
+/// model run with margin, so that a frame the model took at once mostly
+/// leaves with its own mask.
+pub const KEEP_UP_LONGEST_WAIT: Duration = Duration::from_millis(400);
+/// Keeping up, the time budgeted to compose and push a frame once it may
+/// leave.
+pub const COMPOSE_ALLOWANCE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Latency {
     /// The longest a frame waits for its batch to fill.
     pub batch_wait: Duration,
-    /// The time budgeted from a batch's start to its last frame's mask.
+    /// The time budgeted from a frame's arrival (past its batch wait) to
+    /// its being ready to leave.
     pub processing: Duration,
+    /// Keeping up: how long a frame waits for its own mask (zero: not
+    /// keeping up, or not known yet).
+    pub leave_after: Duration,
 }
 
 impl Latency {
@@ -43,6 +55,15 @@ pub fn initial_processing(frame_time: Duration, batch_size: usize) -> Duration {
     frame_time
         .mul_f64(batch_size as f64)
         .mul_f64(PROCESSING_MARGIN)
+}
+
+/// Keeping up: (how long a frame waits for its own mask, the processing
+/// budget that goes into the latency), from the time of one warm frame.
+pub fn keep_up_budget(frame_time: Duration) -> (Duration, Duration) {
+    let wait = frame_time
+        .mul_f64(PROCESSING_MARGIN)
+        .min(KEEP_UP_LONGEST_WAIT);
+    (wait, wait + COMPOSE_ALLOWANCE)
 }
 
 /// How long a frame may wait for its batch to fill. `timeout` is the
@@ -101,6 +122,7 @@ mod tests {
         let l = Latency {
             batch_wait: Duration::from_millis(300),
             processing: Duration::from_millis(150),
+            leave_after: Duration::ZERO,
         };
         assert_eq!(l.own(), Duration::from_millis(450));
     }
@@ -110,6 +132,7 @@ mod tests {
         let mut l = Latency {
             batch_wait: Duration::ZERO,
             processing: Duration::from_millis(150),
+            leave_after: Duration::ZERO,
         };
         assert!(!l.account(Duration::from_millis(140)));
         assert!(l.account(Duration::from_millis(200)));
@@ -121,6 +144,19 @@ mod tests {
         assert_eq!(
             initial_processing(Duration::from_millis(100), 4),
             Duration::from_millis(600)
+        );
+    }
+
+    #[test]
+    fn keeping_up_waits_one_run_with_margin_at_most_the_cap() {
+        let ms = Duration::from_millis;
+        assert_eq!(keep_up_budget(ms(100)), (ms(150), ms(200)));
+        assert_eq!(
+            keep_up_budget(ms(700)),
+            (
+                KEEP_UP_LONGEST_WAIT,
+                KEEP_UP_LONGEST_WAIT + COMPOSE_ALLOWANCE
+            )
         );
     }
 }

@@ -8,7 +8,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::imp::{CAT, U2NetMatte, lock};
-use super::latency::{batch_wait, initial_processing};
+use super::latency::{batch_wait, initial_processing, keep_up_budget};
 use crate::engine::Policy;
 
 /// The longest a LATENCY query waits for the engine's warm-up to time a
@@ -45,7 +45,12 @@ impl U2NetMatte {
             let Some(config) = state.config else { return };
             let live = state.live.unwrap_or(false);
             let fps = state.in_info.as_ref().map(|i| i.fps());
-            let wait = batch_wait(config.batch_size, config.batch_timeout, live, fps);
+            // Keeping up, frames never wait for a batch to fill.
+            let wait = if state.keeps_up() {
+                Duration::ZERO
+            } else {
+                batch_wait(config.batch_size, config.batch_timeout, live, fps)
+            };
             let before = state.latency;
             state.latency.batch_wait = wait;
             gst::debug!(CAT, imp = self, "live: {live}, batch wait {wait:?}");
@@ -76,19 +81,31 @@ impl U2NetMatte {
     /// (and tells a live pipeline) when it was longer than budgeted. Live,
     /// that is its whole hold but the part of its batch wait that the
     /// latency counts already: waiting for a busy model is processing too.
-    pub(super) fn account_processing(&self, arrived: Instant, batch_started: Instant) {
+    ///
+    /// `ready` is when the frame could leave (its mask in, composed): what
+    /// downstream then makes it wait is downstream's latency, not ours.
+    /// Keeping up, the budget is fixed: a frame leaves by its deadline.
+    pub(super) fn account_processing(
+        &self,
+        arrived: Instant,
+        batch_started: Instant,
+        ready: Instant,
+    ) {
         let (raised, took) = {
             let mut state = self.shared.lock();
+            if state.keeps_up() {
+                return;
+            }
             let took = if state.live == Some(true) {
                 if state.latency_answered.is_none_or(|t| arrived < t) {
                     return;
                 }
                 let waited = batch_started.saturating_duration_since(arrived);
-                arrived
-                    .elapsed()
+                ready
+                    .saturating_duration_since(arrived)
                     .saturating_sub(waited.min(state.latency.batch_wait))
             } else {
-                batch_started.elapsed()
+                ready.saturating_duration_since(batch_started)
             };
             (
                 state.latency.account(took) && state.live == Some(true),
@@ -120,7 +137,17 @@ impl U2NetMatte {
         if let Some(config) = state.config
             && state.latency.processing.is_zero()
         {
-            state.latency.processing = initial_processing(frame_time, config.batch_size);
+            if state.keeps_up() {
+                let (wait, processing) = keep_up_budget(frame_time);
+                state.latency.leave_after = wait;
+                state.latency.processing = processing;
+                // Frames that came before the budget was known get their
+                // deadline too: none may hold up the ones behind it.
+                state.set_deadlines(wait);
+                self.shared.cond.notify_all();
+            } else {
+                state.latency.processing = initial_processing(frame_time, config.batch_size);
+            }
         }
     }
 

@@ -31,6 +31,11 @@ pub enum U2NetMatteMode {
         nick = "alpha"
     )]
     Alpha,
+    #[enum_value(
+        name = "Blur: RGBA, the subject as it is over its background blurred (blur-radius)",
+        nick = "blur"
+    )]
+    Blur,
 }
 
 impl From<U2NetMatteMode> for crate::matte::Mode {
@@ -39,6 +44,7 @@ impl From<U2NetMatteMode> for crate::matte::Mode {
             U2NetMatteMode::Composite => Self::Composite,
             U2NetMatteMode::Mask => Self::Mask,
             U2NetMatteMode::Alpha => Self::Alpha,
+            U2NetMatteMode::Blur => Self::Blur,
         }
     }
 }

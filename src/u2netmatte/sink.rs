@@ -10,7 +10,7 @@ use gst::subclass::prelude::*;
 
 use super::frames;
 use super::imp::{CAT, U2NetMatte, lock};
-use super::state::PendingFrame;
+use super::state::{JobInfo, PendingFrame};
 
 /// Flow results that nobody has told the application about when the src
 /// pad's task stops on them (GstQueue reports the same ones).
@@ -49,17 +49,21 @@ impl U2NetMatte {
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.check_live();
+        let smoothing = lock(&self.settings).temporal_smoothing;
         let (config, client, in_info, out_info) = {
             let mut state = self.shared.lock();
             // Hold upstream while two batches' worth of frames are in the
-            // element: one running, one waiting.
+            // element (one running, one waiting), and while keeping up, the
+            // frames of one latency too.
             loop {
                 state.srcresult?;
                 if state.eos {
                     return Err(gst::FlowError::Eos);
                 }
-                let config = state.config.ok_or(gst::FlowError::Flushing)?;
-                if state.frames < 2 * config.batch_size {
+                if state.config.is_none() {
+                    return Err(gst::FlowError::Flushing);
+                }
+                if state.frames < state.frame_limit() {
                     break;
                 }
                 state = self.shared.wait(state);
@@ -80,13 +84,15 @@ impl U2NetMatte {
         };
 
         let arrived = Instant::now();
+        let pts = buffer.pts();
         let mut tensor = client.take_tensor();
+        let mut small_rgb = Vec::new();
         let prepared = frames::new_output(&self.pools, &out_info, config.mode).and_then(|output| {
             let mut preparer = lock(&self.preparer);
             let preparer = preparer
                 .as_mut()
                 .ok_or_else(|| "the element is not started".to_string())?;
-            frames::prepare(
+            let prepared = frames::prepare(
                 preparer,
                 &buffer,
                 &in_info,
@@ -94,7 +100,13 @@ impl U2NetMatte {
                 config.mode,
                 &mut tensor,
                 output,
-            )
+            )?;
+            if smoothing > 0.0
+                && let Some(layout) = super::caps::layout_of(in_info.format())
+            {
+                preparer.small_rgb(layout, &mut small_rgb);
+            }
+            Ok(prepared)
         });
         drop(buffer);
         let prepared = match prepared {
@@ -109,8 +121,14 @@ impl U2NetMatte {
         let mut state = self.shared.lock();
         // A flush while preparing: this frame belongs to the old stream.
         state.srcresult?;
-        let job = match client.submit(tensor) {
-            Ok(job) => job,
+        let keep_up = state.keeps_up();
+        let submitted = if keep_up {
+            client.submit_latest(tensor)
+        } else {
+            client.submit(tensor).map(|job| (job, Vec::new()))
+        };
+        let (job, replaced) = match submitted {
+            Ok(submitted) => submitted,
             Err(e) => {
                 state.srcresult = Err(gst::FlowError::Error);
                 drop(state);
@@ -118,16 +136,36 @@ impl U2NetMatte {
                 return Err(gst::FlowError::Error);
             }
         };
-        state.push_frame(PendingFrame {
+        state.superseded(&replaced);
+        let caps_generation = state.caps_generation;
+        state.jobs.insert(
             job,
+            JobInfo {
+                pts,
+                small_rgb,
+                caps_generation,
+            },
+        );
+        // Keeping up, a frame waits for its own mask no longer than the
+        // latency allows (once it is known).
+        let wait = state.latency.leave_after;
+        let leave_by = (keep_up && !wait.is_zero()).then(|| arrived + wait);
+        state.push_frame(PendingFrame {
+            job: Some(job),
+            pts,
             buffer: prepared,
             out_info,
             arrived,
+            leave_by,
             prepare_time,
             mask: None,
+            mask_age: Default::default(),
+            own_mask: false,
+            borrowed_from: None,
             inference: Default::default(),
             batch: None,
             batch_started: None,
+            mask_ready: None,
         });
         self.shared.cond.notify_all();
         Ok(gst::FlowSuccess::Ok)
@@ -292,6 +330,7 @@ impl U2NetMatte {
             let mut state = self.shared.lock();
             state.in_info = Some(info);
             state.out_info = Some(out_info);
+            state.caps_generation += 1;
         }
         // The batch wait follows the framerate.
         self.update_timing();

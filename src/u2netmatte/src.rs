@@ -4,7 +4,7 @@
 //! downstream that blocks (a sink syncing to the clock) never stalls
 //! inference.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use gst::glib;
 use gst::prelude::*;
@@ -13,7 +13,11 @@ use gst::subclass::prelude::*;
 use super::frames;
 use super::imp::{CAT, U2NetMatte, lock};
 use super::sink::unreported;
-use super::state::{BatchStats, Item, PendingFrame};
+use super::state::{BatchStats, Item, Next, PendingFrame};
+
+fn count_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
 use crate::engine::panic_message;
 use crate::matte::Composite;
 
@@ -72,11 +76,16 @@ impl U2NetMatte {
             let mut state = self.shared.lock();
             loop {
                 state.srcresult?;
-                if let Some(item) = state.pop_ready() {
-                    state.pushing = true;
-                    break item;
+                match state.pop_ready(Instant::now()) {
+                    Next::Ready(item) => {
+                        state.pushing = true;
+                        break item;
+                    }
+                    Next::WaitUntil(deadline) => {
+                        state = self.shared.wait_until(state, deadline);
+                    }
+                    Next::Wait => state = self.shared.wait(state),
                 }
-                state = self.shared.wait(state);
             }
         };
         // Room for the sink pad.
@@ -113,6 +122,8 @@ impl U2NetMatte {
                 Composite {
                     threshold: settings.threshold,
                     fill_argb: settings.fill_color,
+                    feather: settings.feather,
+                    blur_radius: settings.blur_radius,
                 },
                 settings.stats,
             )
@@ -127,7 +138,7 @@ impl U2NetMatte {
                     &mut output,
                     &frame.out_info,
                     mode,
-                    &mask,
+                    mask.as_ref(),
                     composite,
                 )
                 .map(|()| output)
@@ -141,47 +152,89 @@ impl U2NetMatte {
             }
         };
         let compose = started.elapsed();
-        if let Some(batch_started) = frame.batch_started {
-            self.account_processing(frame.arrived, batch_started);
+        if let (true, Some(batch_started), Some(mask_ready)) =
+            (frame.own_mask, frame.batch_started, frame.mask_ready)
+        {
+            self.account_processing(frame.arrived, batch_started, mask_ready + compose);
         }
-        if let Some(share) = frame.batch {
-            let finished = {
-                let mut state = self.shared.lock();
-                let stats = &mut state.stats;
-                if stats.id != share.id || stats.frames != share.frames {
-                    *stats = BatchStats {
-                        id: share.id,
-                        frames: share.frames,
-                        ..Default::default()
-                    };
-                }
-                stats.done += 1;
-                stats.inference += frame.inference;
-                stats.prepare += frame.prepare_time;
-                stats.compose += compose;
-                (stats.done == stats.frames).then_some(*stats)
+        let finished = {
+            let mut state = self.shared.lock();
+            let stats = &mut state.stats;
+            stats.frames_out += 1;
+            stats.mask_age_total += frame.mask_age;
+            stats.mask_age_max = stats.mask_age_max.max(frame.mask_age);
+            // One message per batch: when its last frame leaves with its
+            // own mask, or (keeping up) when a frame first leaves with a
+            // mask borrowed from it.
+            let report = |stats: &mut BatchStats| {
+                let done = *stats;
+                stats.reported = Some(stats.id);
+                stats.frames_out = 0;
+                stats.mask_age_total = Duration::ZERO;
+                stats.mask_age_max = Duration::ZERO;
+                done
             };
-            if let (Some(stats), true) = (finished, post_stats) {
-                self.post_stats(stats, config.batch_size, config.provider);
+            let restart = |stats: &mut BatchStats, share: crate::engine::BatchShare| {
+                *stats = BatchStats {
+                    id: share.id,
+                    frames: share.frames,
+                    frames_out: stats.frames_out,
+                    mask_age_total: stats.mask_age_total,
+                    mask_age_max: stats.mask_age_max,
+                    reported: stats.reported,
+                    ..Default::default()
+                };
+            };
+            match (frame.batch.filter(|_| frame.own_mask), frame.borrowed_from) {
+                (Some(share), _) => {
+                    if stats.id != share.id || stats.frames != share.frames {
+                        restart(stats, share);
+                    }
+                    stats.done += 1;
+                    stats.inference += frame.inference;
+                    stats.prepare += frame.prepare_time;
+                    stats.compose += compose;
+                    (stats.done == stats.frames).then(|| report(stats))
+                }
+                (None, Some(run)) if stats.reported != Some(run.batch.id) => {
+                    restart(stats, run.batch);
+                    stats.done = run.batch.frames;
+                    stats.inference = run.inference * count_u32(run.batch.frames);
+                    stats.prepare = frame.prepare_time;
+                    stats.compose = compose;
+                    Some(report(stats))
+                }
+                _ => None,
             }
+        };
+        if let (Some(stats), true) = (finished, post_stats) {
+            self.post_stats(stats, config.batch_size, config.provider);
         }
         self.srcpad.push(output)
     }
 
     /// With `stats=true`, tells the application what a batch cost.
+    ///
+    /// Keeping up, a batch's frames may have left with older masks: the
+    /// figures are then the run's, and one frame's preparation and
+    /// composition.
     fn post_stats(
         &self,
         stats: BatchStats,
         batch_size: usize,
         provider: crate::model::ProviderUsed,
     ) {
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mean_age = stats.mask_age_total / count_u32(stats.frames_out.max(1));
         let s = gst::Structure::builder("u2netmatte-stats")
-            .field("frames", u32::try_from(stats.frames).unwrap_or(u32::MAX))
-            .field("batch-size", u32::try_from(batch_size).unwrap_or(u32::MAX))
+            .field("frames", count_u32(stats.frames))
+            .field("batch-size", count_u32(batch_size))
             .field("inference-ms", ms(stats.inference))
             .field("prepare-ms", ms(stats.prepare))
             .field("compose-ms", ms(stats.compose))
+            .field("frames-out", count_u32(stats.frames_out))
+            .field("mask-age-ms", ms(mean_age))
+            .field("mask-age-max-ms", ms(stats.mask_age_max))
             .field("provider", provider.to_string())
             .build();
         let obj = self.obj();

@@ -3,16 +3,28 @@
 //! sink pad's streaming thread queues frames and events in arrival order,
 //! the engine's thread fills in masks, the src pad's task takes them in the
 //! same order and pushes. One Condvar wakes whoever waits on it.
+//!
+//! A live stream that keeps up (`keep-up`) does not make its frames wait
+//! for their own masks: the model runs on the newest frame whenever it is
+//! free (a newer frame replaces one still waiting for the model), and a
+//! frame leaves with its own mask, or at its deadline (or at once, when it
+//! will get none) with the newest mask there is.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::engine::{BatchShare, Client, EngineError, JobId, Mask};
 use crate::matte::Mode;
 use crate::model::ProviderUsed;
+use crate::temporal::TemporalSmoother;
 
 use super::latency::Latency;
+
+/// Keeping up, how much of a live source the element takes in before its
+/// first mask, and the most frames of one window it holds.
+const START_UP_WINDOW: Duration = Duration::from_secs(2);
+const MAX_WINDOW_FRAMES: usize = 120;
 
 /// What stays fixed from READY->PAUSED to PAUSED->READY.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,12 +34,17 @@ pub struct StreamConfig {
     /// The batch-timeout property; None: auto.
     pub batch_timeout: Option<Duration>,
     pub provider: ProviderUsed,
+    /// The keep-up property: with a live source, frames do not wait for
+    /// their own masks.
+    pub keep_up: bool,
 }
 
 /// A frame on its way through the element.
 #[derive(Debug)]
 pub struct PendingFrame {
-    pub job: JobId,
+    /// Its model run; None when a newer frame took its place (keep-up).
+    pub job: Option<JobId>,
+    pub pts: Option<gst::ClockTime>,
     /// The RGBA modes: the output buffer, already holding the frame's
     /// colours, timestamps and metas. Mask mode: a buffer without memory
     /// that carries the timestamps, flags and metas. Either way upstream's
@@ -36,12 +53,23 @@ pub struct PendingFrame {
     pub out_info: gst_video::VideoInfo,
     /// When the frame reached the sink pad.
     pub arrived: Instant,
+    /// Keep-up: when it leaves with the newest mask if its own is not in.
+    pub leave_by: Option<Instant>,
     pub prepare_time: Duration,
-    /// Set by the engine.
-    pub mask: Option<Result<Mask, EngineError>>,
+    /// Set by the engine, or from the newest mask when it leaves without
+    /// its own.
+    pub mask: Option<Result<Arc<Mask>, EngineError>>,
+    /// How much older than this frame the frame its mask came from is.
+    pub mask_age: Duration,
+    /// Whether `mask` is the frame's own.
+    pub own_mask: bool,
+    /// The run whose mask it borrowed.
+    pub borrowed_from: Option<RunFigures>,
     pub inference: Duration,
     pub batch: Option<BatchShare>,
     pub batch_started: Option<Instant>,
+    /// When its own mask came in.
+    pub mask_ready: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -50,7 +78,9 @@ pub enum Item {
     Event(gst::Event),
 }
 
-/// The figures of one batch, gathered frame by frame for the stats message.
+/// The figures of one batch, gathered frame by frame for the stats message,
+/// with the frames that left since the last message (keep-up: also those
+/// that borrowed a newer mask).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BatchStats {
     pub id: u64,
@@ -59,6 +89,38 @@ pub struct BatchStats {
     pub inference: Duration,
     pub prepare: Duration,
     pub compose: Duration,
+    pub frames_out: usize,
+    pub mask_age_total: Duration,
+    pub mask_age_max: Duration,
+    /// The last batch a message was posted for.
+    pub reported: Option<u64>,
+}
+
+/// What the deliveries of a job need once its frame may have left.
+#[derive(Debug)]
+pub struct JobInfo {
+    pub pts: Option<gst::ClockTime>,
+    /// The frame at the model's size (packed RGB), when smoothing.
+    pub small_rgb: Vec<u8>,
+    /// Caps changes so far: smoothing does not reach across one.
+    pub caps_generation: u64,
+}
+
+/// The newest mask of the stream, for frames that leave without their own.
+#[derive(Debug, Clone)]
+pub struct NewestMask {
+    pub job: JobId,
+    pub pts: Option<gst::ClockTime>,
+    pub mask: Arc<Mask>,
+    /// The run that made it.
+    pub run: RunFigures,
+}
+
+/// A model run, for the stats of frames that borrow its mask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunFigures {
+    pub batch: BatchShare,
+    pub inference: Duration,
 }
 
 pub struct State {
@@ -85,6 +147,13 @@ pub struct State {
     /// (as GstQueue does): downstream must not keep caps of the wrong size.
     pub kept_sticky: Vec<gst::Event>,
     pub stats: BatchStats,
+    /// Jobs submitted and not delivered yet.
+    pub jobs: HashMap<JobId, JobInfo>,
+    pub newest: Option<NewestMask>,
+    pub smoother: TemporalSmoother,
+    /// The caps generation the smoother last saw.
+    pub smoothed_generation: u64,
+    pub caps_generation: u64,
 }
 
 impl Default for State {
@@ -104,8 +173,23 @@ impl Default for State {
             latency_answered: None,
             kept_sticky: Vec::new(),
             stats: BatchStats::default(),
+            jobs: HashMap::new(),
+            newest: None,
+            smoother: TemporalSmoother::new(),
+            smoothed_generation: 0,
+            caps_generation: 0,
         }
     }
+}
+
+/// What [`State::pop_ready`] found at the front.
+#[derive(Debug)]
+pub enum Next {
+    Ready(Item),
+    /// Nothing may leave before this instant (keep-up), unless a mask
+    /// comes first.
+    WaitUntil(Instant),
+    Wait,
 }
 
 impl State {
@@ -118,37 +202,150 @@ impl State {
         self.items.push_back(Item::Event(event));
     }
 
-    /// Takes the next item if it may leave: an event, or a frame whose mask
-    /// is there.
-    pub fn pop_ready(&mut self) -> Option<Item> {
-        let ready = match self.items.front()? {
-            Item::Event(_) => true,
-            Item::Frame(f) => f.mask.is_some(),
-        };
-        if !ready {
-            return None;
+    /// Whether frames leave without waiting for their own masks.
+    pub fn keeps_up(&self) -> bool {
+        self.live == Some(true) && self.config.is_some_and(|c| c.keep_up)
+    }
+
+    /// The most frames the sink pad lets in before it waits: two batches
+    /// (one running, one filling); keeping up, also every frame that may
+    /// arrive while one waits for its deadline, so that a live source is
+    /// never held back.
+    pub fn frame_limit(&self) -> usize {
+        let Some(config) = self.config else { return 1 };
+        let batches = 2 * config.batch_size;
+        if !self.keeps_up() {
+            return batches;
         }
-        let item = self.items.pop_front()?;
+        let frame = self
+            .in_info
+            .as_ref()
+            .map(|i| i.fps())
+            .filter(|f| f.numer() > 0 && f.denom() > 0)
+            .map(|f| Duration::from_secs_f64(f64::from(f.denom()) / f64::from(f.numer())));
+        // Until the latency is known, the first mask is still to come (the
+        // model warming up): take the frames of a start-up window rather
+        // than hold a live source back (its frames would come late).
+        let window = match self.latency.own() {
+            d if d.is_zero() => START_UP_WINDOW,
+            d => d,
+        };
+        let in_window = match frame {
+            Some(frame) => (window.as_secs_f64() / frame.as_secs_f64()).ceil() as usize,
+            None => 30,
+        };
+        batches + in_window.min(MAX_WINDOW_FRAMES) + 2
+    }
+
+    /// Takes the next item if it may leave: an event, a frame whose mask
+    /// is there, or (keep-up) a frame that is due or will get no mask of
+    /// its own, with the newest mask.
+    pub fn pop_ready(&mut self, now: Instant) -> Next {
+        let newest = self.newest.clone();
+        let Some(front) = self.items.front_mut() else {
+            return Next::Wait;
+        };
+        if let Item::Frame(f) = front
+            && f.mask.is_none()
+        {
+            let (Some(newest), due) = (
+                newest,
+                f.job.is_none() || f.leave_by.is_some_and(|t| t <= now),
+            ) else {
+                return Next::Wait;
+            };
+            if !due {
+                return f.leave_by.map_or(Next::Wait, Next::WaitUntil);
+            }
+            f.mask_age = match (f.pts, newest.pts) {
+                (Some(this), Some(that)) => this.saturating_sub(that).into(),
+                _ => Duration::ZERO,
+            };
+            f.mask = Some(Ok(newest.mask));
+            f.borrowed_from = Some(newest.run);
+        }
+        let Some(item) = self.items.pop_front() else {
+            return Next::Wait;
+        };
         if matches!(item, Item::Frame(_)) {
             self.frames -= 1;
         }
-        Some(item)
+        Next::Ready(item)
     }
 
-    /// Hands a mask to its frame; false if the frame is gone (flushed).
-    pub fn deliver(&mut self, delivery: crate::engine::Delivery) -> bool {
-        let frame = self.items.iter_mut().find_map(|item| match item {
-            Item::Frame(f) if f.job == delivery.job => Some(f),
-            _ => None,
-        });
-        let Some(frame) = frame else {
+    /// Takes a job's mask: smooths it over time (`smoothing`), keeps it as
+    /// the newest, and hands it to its frame if the frame is still here.
+    /// False if the job is unknown (flushed).
+    pub fn deliver(&mut self, delivery: crate::engine::Delivery, smoothing: f64) -> bool {
+        let Some(info) = self.jobs.remove(&delivery.job) else {
             return false;
         };
-        frame.mask = Some(delivery.result);
-        frame.inference = delivery.inference;
-        frame.batch = Some(delivery.batch);
-        frame.batch_started = Some(delivery.batch_started);
+        let result = delivery.result.map(|mut mask| {
+            if smoothing > 0.0 {
+                if info.caps_generation != self.smoothed_generation {
+                    self.smoother.reset();
+                    self.smoothed_generation = info.caps_generation;
+                }
+                let (w, h) = (mask.width, mask.height);
+                self.smoother
+                    .smooth(smoothing, &info.small_rgb, &mut mask.data, w, h);
+            } else {
+                self.smoother.reset();
+            }
+            Arc::new(mask)
+        });
+        if let Ok(mask) = &result
+            && self.newest.as_ref().is_none_or(|n| n.job < delivery.job)
+        {
+            self.newest = Some(NewestMask {
+                job: delivery.job,
+                pts: info.pts,
+                mask: mask.clone(),
+                run: RunFigures {
+                    batch: delivery.batch,
+                    inference: delivery.inference,
+                },
+            });
+        }
+        let frame = self.items.iter_mut().find_map(|item| match item {
+            Item::Frame(f) if f.job == Some(delivery.job) && f.mask.is_none() => Some(f),
+            _ => None,
+        });
+        if let Some(frame) = frame {
+            frame.mask = Some(result);
+            frame.own_mask = true;
+            frame.inference = delivery.inference;
+            frame.batch = Some(delivery.batch);
+            frame.batch_started = Some(delivery.batch_started);
+            frame.mask_ready = Some(Instant::now());
+        }
         true
+    }
+
+    /// Gives the frames queued without a deadline one, `wait` after they
+    /// came.
+    pub fn set_deadlines(&mut self, wait: Duration) {
+        for item in &mut self.items {
+            if let Item::Frame(f) = item
+                && f.leave_by.is_none()
+            {
+                f.leave_by = Some(f.arrived + wait);
+            }
+        }
+    }
+
+    /// Frames whose jobs a newer frame replaced get no mask of their own.
+    pub fn superseded(&mut self, jobs: &[JobId]) {
+        for job in jobs {
+            self.jobs.remove(job);
+        }
+        for item in &mut self.items {
+            if let Item::Frame(f) = item
+                && f.job.is_some_and(|j| jobs.contains(&j))
+            {
+                f.job = None;
+            }
+        }
     }
 
     /// Drops everything queued (flushing). Sticky events other than SEGMENT
@@ -165,6 +362,8 @@ impl State {
         }
         self.frames = 0;
         self.stats = BatchStats::default();
+        self.jobs.clear();
+        self.smoother.reset();
     }
 
     /// True when nothing is queued or being pushed.
@@ -191,25 +390,43 @@ impl Shared {
             .wait(guard)
             .unwrap_or_else(PoisonError::into_inner)
     }
+
+    pub fn wait_until<'a>(
+        &self,
+        guard: MutexGuard<'a, State>,
+        deadline: Instant,
+    ) -> MutexGuard<'a, State> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        self.cond
+            .wait_timeout(guard, timeout)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frame(job: JobId) -> PendingFrame {
+    fn frame(job: JobId, pts_ms: u64) -> PendingFrame {
         PendingFrame {
-            job,
+            job: Some(job),
+            pts: Some(gst::ClockTime::from_mseconds(pts_ms)),
             buffer: gst::Buffer::new(),
             out_info: gst_video::VideoInfo::builder(gst_video::VideoFormat::Gray8, 4, 4)
                 .build()
                 .unwrap(),
             arrived: Instant::now(),
+            leave_by: None,
             prepare_time: Duration::ZERO,
             mask: None,
+            mask_age: Duration::ZERO,
+            own_mask: false,
+            borrowed_from: None,
             inference: Duration::ZERO,
             batch: None,
             batch_started: None,
+            mask_ready: None,
         }
     }
 
@@ -227,26 +444,91 @@ mod tests {
         }
     }
 
+    /// Queues a frame and its job, as the sink pad does.
+    fn queue(s: &mut State, f: PendingFrame) {
+        if let Some(job) = f.job {
+            s.jobs.insert(
+                job,
+                JobInfo {
+                    pts: f.pts,
+                    small_rgb: Vec::new(),
+                    caps_generation: 0,
+                },
+            );
+        }
+        s.push_frame(f);
+    }
+
+    #[track_caller]
+    fn left(s: &mut State, now: Instant) -> (Option<JobId>, u8, Duration, bool) {
+        match s.pop_ready(now) {
+            Next::Ready(Item::Frame(f)) => {
+                let mask = f.mask.unwrap().unwrap();
+                (f.job, mask.data[0], f.mask_age, f.own_mask)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn frames_leave_in_order_once_their_masks_are_in() {
         gst::init().unwrap();
         let mut s = State::default();
+        let now = Instant::now();
         s.push_event(gst::event::StreamStart::new("s"));
-        s.push_frame(frame(1));
-        s.push_frame(frame(2));
-        assert!(matches!(s.pop_ready(), Some(Item::Event(_))));
+        queue(&mut s, frame(1, 0));
+        queue(&mut s, frame(2, 40));
+        assert!(matches!(s.pop_ready(now), Next::Ready(Item::Event(_))));
         // Frame 2's mask does not let it overtake frame 1.
-        assert!(s.deliver(delivery(2)));
-        assert!(s.pop_ready().is_none());
-        assert!(s.deliver(delivery(1)));
-        for job in [1, 2] {
-            match s.pop_ready() {
-                Some(Item::Frame(f)) => assert_eq!(f.job, job),
-                other => panic!("{other:?}"),
-            }
-        }
+        assert!(s.deliver(delivery(2), 0.0));
+        assert!(matches!(s.pop_ready(now), Next::Wait));
+        assert!(s.deliver(delivery(1), 0.0));
+        assert_eq!(left(&mut s, now), (Some(1), 1, Duration::ZERO, true));
+        assert_eq!(left(&mut s, now), (Some(2), 2, Duration::ZERO, true));
         assert_eq!(s.frames, 0);
-        assert!(!s.deliver(delivery(3)), "an unknown frame is ignored");
+        assert!(!s.deliver(delivery(3), 0.0), "an unknown job is ignored");
+    }
+
+    #[test]
+    fn keeping_up_frames_leave_at_their_deadline_with_the_newest_mask() {
+        gst::init().unwrap();
+        let mut s = State::default();
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Frame 1 ran; frame 2 is running; frame 3's job gave way to 4's.
+        for (job, pts) in [(1, 0), (2, 40), (3, 80), (4, 120)] {
+            let mut f = frame(job, pts);
+            f.leave_by = Some(t0 + ms(300 + pts));
+            queue(&mut s, f);
+        }
+        s.superseded(&[3]);
+        // No mask at all yet: nothing to leave with, whatever the deadline.
+        assert!(matches!(s.pop_ready(t0 + ms(400)), Next::Wait));
+        assert!(s.deliver(delivery(1), 0.0));
+        assert_eq!(left(&mut s, t0), (Some(1), 1, Duration::ZERO, true));
+        // Frame 2 waits for its own mask until its deadline...
+        assert!(matches!(s.pop_ready(t0), Next::WaitUntil(t) if t == t0 + ms(340)));
+        // ...then leaves with frame 1's, 40 ms older.
+        assert_eq!(left(&mut s, t0 + ms(340)), (Some(2), 1, ms(40), false));
+        // Frame 3 will get no mask: it leaves at once with the newest.
+        assert_eq!(left(&mut s, t0 + ms(340)), (None, 1, ms(80), false));
+        // Frame 2's mask, late, becomes the newest; frame 4 still waits for
+        // its own until its deadline, then takes frame 2's.
+        assert!(s.deliver(delivery(2), 0.0));
+        assert!(matches!(s.pop_ready(t0 + ms(350)), Next::WaitUntil(_)));
+        assert_eq!(left(&mut s, t0 + ms(420)), (Some(4), 2, ms(80), false));
+        // A mask older than the newest does not replace it.
+        assert!(s.deliver(delivery(4), 0.0));
+        s.jobs.insert(
+            1,
+            JobInfo {
+                pts: None,
+                small_rgb: Vec::new(),
+                caps_generation: 0,
+            },
+        );
+        assert!(s.deliver(delivery(1), 0.0));
+        assert_eq!(s.newest.as_ref().unwrap().job, 4);
     }
 
     #[test]
@@ -257,7 +539,7 @@ mod tests {
             gst::event::Caps::new(&gst::Caps::builder("video/x-raw").field("width", w).build())
         };
         s.push_event(caps(10));
-        s.push_frame(frame(1));
+        s.push_frame(frame(1, 0));
         s.push_event(gst::event::Segment::new(&gst::FormattedSegment::<
             gst::ClockTime,
         >::new()));

@@ -1,0 +1,245 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Motion-aware temporal smoothing of masks (the `temporal-smoothing`
+//! property). No GStreamer types.
+//!
+//! Per-frame masks flicker where the picture does not change: the model
+//! sees a slightly different frame (sensor noise, compression) and answers
+//! slightly differently. A plain running average of the whole mask damps
+//! that, but drags the mask behind anything that moves. Here each pixel of
+//! the mask is averaged with the previous one by a weight that falls with
+//! how much the picture changed there: `strength` where it is still, nothing
+//! where it moved by [`MOTION_LEVELS`] or more. A cut (most of the picture
+//! changed) starts afresh.
+//!
+//! It works at the model's size, on the frames the masks were computed from
+//! (blurred 3x3, so that noise does not count as motion).
+
+/// A change of this many levels (0..255, in any of R, G, B of the blurred
+/// picture) or more counts as motion: the mask follows the new frame.
+pub const MOTION_LEVELS: f32 = 8.0;
+
+/// More than this share of the picture moving is a cut: no smoothing.
+pub const CUT_FRACTION: f32 = 0.5;
+
+/// The running smoothed mask of one stream.
+#[derive(Debug, Default)]
+pub struct TemporalSmoother {
+    width: u32,
+    height: u32,
+    /// The blurred RGB of the frame the last mask came from.
+    previous_rgb: Vec<u8>,
+    /// The last smoothed mask, 0..255, kept in f32 so that repeated
+    /// averaging does not round away small changes.
+    previous_mask: Vec<f32>,
+    blurred: Vec<u8>,
+}
+
+impl TemporalSmoother {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets the past: the next mask is taken as it is (flush, new caps).
+    pub fn reset(&mut self) {
+        self.previous_rgb.clear();
+        self.previous_mask.clear();
+    }
+
+    /// Smooths `mask` (model size, `width` x `height`, u8) in place, given
+    /// `rgb`, the frame it was computed from at the same size (packed RGB).
+    /// `strength` in 0..1; 0 leaves the mask as it is and forgets the past.
+    pub fn smooth(&mut self, strength: f64, rgb: &[u8], mask: &mut [u8], width: u32, height: u32) {
+        let pixels = width as usize * height as usize;
+        if strength <= 0.0 || rgb.len() < 3 * pixels || mask.len() < pixels || pixels == 0 {
+            self.reset();
+            return;
+        }
+        let strength = strength.min(1.0) as f32;
+        box_blur_3x3(&rgb[..3 * pixels], width, height, &mut self.blurred);
+        let same_size = (self.width, self.height) == (width, height)
+            && self.previous_rgb.len() == 3 * pixels
+            && self.previous_mask.len() == pixels;
+        if !same_size || self.moved_fraction() > CUT_FRACTION {
+            self.restart(mask, width, height);
+            return;
+        }
+        for (((m, prev), now), before) in mask[..pixels]
+            .iter_mut()
+            .zip(self.previous_mask.iter_mut())
+            .zip(self.blurred.chunks_exact(3))
+            .zip(self.previous_rgb.chunks_exact(3))
+        {
+            let change = channel_change(now, before);
+            let weight = strength * (1.0 - change / MOTION_LEVELS).max(0.0);
+            let smoothed = weight * *prev + (1.0 - weight) * f32::from(*m);
+            *prev = smoothed;
+            *m = smoothed.round().clamp(0.0, 255.0) as u8;
+        }
+        std::mem::swap(&mut self.previous_rgb, &mut self.blurred);
+    }
+
+    /// Share of pixels that moved between the last frame and the blurred
+    /// one in `self.blurred`.
+    fn moved_fraction(&self) -> f32 {
+        let pixels = self.blurred.len() / 3;
+        if pixels == 0 {
+            return 0.0;
+        }
+        let moved = self
+            .blurred
+            .chunks_exact(3)
+            .zip(self.previous_rgb.chunks_exact(3))
+            .filter(|(now, before)| channel_change(now, before) >= MOTION_LEVELS)
+            .count();
+        moved as f32 / pixels as f32
+    }
+
+    fn restart(&mut self, mask: &[u8], width: u32, height: u32) {
+        let pixels = width as usize * height as usize;
+        self.width = width;
+        self.height = height;
+        self.previous_mask.clear();
+        self.previous_mask
+            .extend(mask[..pixels].iter().map(|&m| f32::from(m)));
+        std::mem::swap(&mut self.previous_rgb, &mut self.blurred);
+    }
+}
+
+/// The largest change among R, G and B.
+fn channel_change(now: &[u8], before: &[u8]) -> f32 {
+    now.iter()
+        .zip(before)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .map_or(0.0, f32::from)
+}
+
+/// The mean of each pixel's 3x3 neighbourhood (clamped at the borders), per
+/// channel, of packed RGB.
+pub fn box_blur_3x3(rgb: &[u8], width: u32, height: u32, out: &mut Vec<u8>) {
+    let (w, h) = (width as usize, height as usize);
+    out.clear();
+    out.resize(3 * w * h, 0);
+    if w == 0 || h == 0 {
+        return;
+    }
+    // Horizontal sums, then vertical, in u16 (9 x 255 fits).
+    let mut rows = vec![0u16; 3 * w * h];
+    for y in 0..h {
+        let src = &rgb[3 * w * y..3 * w * (y + 1)];
+        let dst = &mut rows[3 * w * y..3 * w * (y + 1)];
+        for x in 0..w {
+            let (l, r) = (x.saturating_sub(1), (x + 1).min(w - 1));
+            for c in 0..3 {
+                dst[3 * x + c] = u16::from(src[3 * l + c])
+                    + u16::from(src[3 * x + c])
+                    + u16::from(src[3 * r + c]);
+            }
+        }
+    }
+    for y in 0..h {
+        let (up, down) = (y.saturating_sub(1), (y + 1).min(h - 1));
+        for i in 0..3 * w {
+            let sum = rows[3 * w * up + i] + rows[3 * w * y + i] + rows[3 * w * down + i];
+            out[3 * w * y + i] = ((sum + 4) / 9) as u8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: u32 = 16;
+    const H: u32 = 8;
+
+    fn flat(value: u8) -> Vec<u8> {
+        vec![value; 3 * (W * H) as usize]
+    }
+
+    #[test]
+    fn strength_zero_changes_nothing() {
+        let mut s = TemporalSmoother::new();
+        for v in [10u8, 200, 30] {
+            let mut mask = vec![v; (W * H) as usize];
+            s.smooth(0.0, &flat(100), &mut mask, W, H);
+            assert!(mask.iter().all(|&m| m == v));
+        }
+    }
+
+    #[test]
+    fn a_still_picture_damps_the_masks_changes() {
+        let mut s = TemporalSmoother::new();
+        let rgb = flat(100);
+        let mut first = vec![100u8; (W * H) as usize];
+        s.smooth(0.8, &rgb, &mut first, W, H);
+        assert!(
+            first.iter().all(|&m| m == 100),
+            "the first mask is taken as it is"
+        );
+        let mut second = vec![200u8; (W * H) as usize];
+        s.smooth(0.8, &rgb, &mut second, W, H);
+        // 0.8 * 100 + 0.2 * 200
+        assert!(second.iter().all(|&m| m == 120), "{:?}", &second[..4]);
+    }
+
+    #[test]
+    fn where_the_picture_moved_the_mask_follows_at_once() {
+        let mut s = TemporalSmoother::new();
+        let before = flat(100);
+        let mut mask = vec![0u8; (W * H) as usize];
+        s.smooth(0.8, &before, &mut mask, W, H);
+        // The left quarter changes by 60 levels, the rest stays.
+        let mut after = before.clone();
+        for y in 0..H as usize {
+            for x in 0..(W / 4) as usize {
+                for c in 0..3 {
+                    after[3 * (y * W as usize + x) + c] = 160;
+                }
+            }
+        }
+        let mut mask = vec![255u8; (W * H) as usize];
+        s.smooth(0.8, &after, &mut mask, W, H);
+        let at = |x: usize, y: usize| mask[y * W as usize + x];
+        assert_eq!(at(0, 3), 255, "moved: the new mask");
+        assert_eq!(at(W as usize - 1, 3), 51, "still: 0.8 * 0 + 0.2 * 255");
+    }
+
+    #[test]
+    fn a_cut_and_a_new_size_start_afresh() {
+        let mut s = TemporalSmoother::new();
+        let mut mask = vec![0u8; (W * H) as usize];
+        s.smooth(0.8, &flat(20), &mut mask, W, H);
+        let mut mask = vec![250u8; (W * H) as usize];
+        s.smooth(0.8, &flat(220), &mut mask, W, H);
+        assert!(mask.iter().all(|&m| m == 250), "a cut: no smoothing");
+
+        let mut small = vec![90u8; 4 * 4];
+        s.smooth(0.8, &[220u8; 3 * 16], &mut small, 4, 4);
+        assert!(small.iter().all(|&m| m == 90), "another size: no smoothing");
+    }
+
+    #[test]
+    fn reset_forgets_the_last_mask() {
+        let mut s = TemporalSmoother::new();
+        let rgb = flat(100);
+        let mut mask = vec![0u8; (W * H) as usize];
+        s.smooth(0.8, &rgb, &mut mask, W, H);
+        s.reset();
+        let mut mask = vec![200u8; (W * H) as usize];
+        s.smooth(0.8, &rgb, &mut mask, W, H);
+        assert!(mask.iter().all(|&m| m == 200));
+    }
+
+    #[test]
+    fn the_blur_averages_each_neighbourhood() {
+        // One bright pixel in the middle of a 3x3 black picture.
+        let mut rgb = vec![0u8; 27];
+        rgb[12..15].copy_from_slice(&[90, 90, 90]);
+        let mut out = Vec::new();
+        box_blur_3x3(&rgb, 3, 3, &mut out);
+        assert_eq!(&out[12..15], &[10, 10, 10]);
+        // A corner repeats its border: it sees the bright pixel once of 9.
+        assert_eq!(&out[0..3], &[10, 10, 10]);
+    }
+}
