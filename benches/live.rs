@@ -237,6 +237,117 @@ fn drift(masks: &[Vec<u8>], per_frame: &[Vec<u8>]) -> f64 {
     sum / count.max(1) as f64
 }
 
+/// The soft mask of one photo at `size` (0: the model's own).
+fn photo_mask(photo: &str, size: u32) -> Vec<u8> {
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={photo} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
+         u2netmatte mode=mask inference-size={size} ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let sample = sink.pull_sample().unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let frame =
+        gst_video::VideoFrame::from_buffer_readable(sample.buffer_owned().unwrap(), &info).unwrap();
+    let (w, h, stride) = (
+        info.width() as usize,
+        info.height() as usize,
+        frame.plane_stride()[0] as usize,
+    );
+    let data = frame.plane_data(0).unwrap();
+    data.chunks(stride)
+        .take(h)
+        .flat_map(|r| r[..w].to_vec())
+        .collect()
+}
+
+/// Milliseconds one frame of U2NetP takes at `size` x `size` on the CPU
+/// (median of 5 warm runs).
+fn model_ms(size: u32) -> f64 {
+    use gstu2netmatte::model::{Model, ModelOptions, Provider};
+    let runtime = gstu2netmatte::runtime::load(None, None, ort::logging::LogLevel::Warning)
+        .unwrap()
+        .runtime;
+    let path = format!("{}/models/u2netp.onnx", top());
+    let mut model = Model::load(
+        &runtime,
+        std::path::Path::new(&path),
+        &ModelOptions {
+            provider: Provider::Cpu,
+            input_size: Some(size),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let input = vec![0.1f32; model.frame_len()];
+    let mut masks = Vec::new();
+    model.run(&input, 1, &mut masks).unwrap();
+    let mut times: Vec<f64> = (0..5)
+        .map(|_| {
+            let start = Instant::now();
+            model.run(&input, 1, &mut masks).unwrap();
+            start.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    times.sort_by(|a, b| a.total_cmp(b));
+    times[2]
+}
+
+fn inference_sizes() {
+    let photos: Vec<String> = [
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "motorcycle_left.png",
+        "rocket.jpg",
+    ]
+    .iter()
+    .map(|p| format!("{}/.deps/photos/{p}", top()))
+    .collect();
+    let reference: Vec<Vec<u8>> = photos.iter().map(|p| photo_mask(p, 0)).collect();
+    println!(
+        "\n## inference-size: U2NetP on the CPU, masks against the 320x320 ones on 5 photos (IoU at 0.5)\n"
+    );
+    println!("| inference-size | ms a frame | vs 320 | mean IoU | worst IoU |");
+    println!("|---|---|---|---|---|");
+    let base = model_ms(320);
+    for size in [320u32, 256, 224, 192] {
+        let ms = if size == 320 { base } else { model_ms(size) };
+        let ious: Vec<f64> = photos
+            .iter()
+            .zip(&reference)
+            .map(|(p, r)| {
+                let m = photo_mask(p, size);
+                let (mut inter, mut union) = (0u64, 0u64);
+                for (a, b) in m.iter().zip(r) {
+                    let (a, b) = (*a > 127, *b > 127);
+                    inter += u64::from(a && b);
+                    union += u64::from(a || b);
+                }
+                if union == 0 {
+                    1.0
+                } else {
+                    inter as f64 / union as f64
+                }
+            })
+            .collect();
+        let mean = ious.iter().sum::<f64>() / ious.len() as f64;
+        let worst = ious.iter().copied().fold(1.0, f64::min);
+        println!(
+            "| {size} | {ms:.0} | {:.2} | {mean:.3} | {worst:.3} |",
+            ms / base
+        );
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this
     // binary too, and must not spend minutes timing things.
@@ -316,4 +427,5 @@ fn main() {
             drift(&masks, &per_frame)
         );
     }
+    inference_sizes();
 }

@@ -16,8 +16,10 @@ const PROCESSING_MARGIN: f64 = 1.5;
 /// leaves with its own mask.
 pub const KEEP_UP_LONGEST_WAIT: Duration = Duration::from_millis(400);
 /// Keeping up, the time budgeted to compose and push a frame once it may
-/// leave.
-pub const COMPOSE_ALLOWANCE: Duration = Duration::from_millis(50);
+/// leave: on a CPU busy with the model, the src pad's task may wait a
+/// while to be scheduled (measured: up to 65 ms over a 50 ms allowance on
+/// 2 cores).
+pub const COMPOSE_ALLOWANCE: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Latency {
@@ -150,7 +152,7 @@ mod tests {
     #[test]
     fn keeping_up_waits_one_run_with_margin_at_most_the_cap() {
         let ms = Duration::from_millis;
-        assert_eq!(keep_up_budget(ms(100)), (ms(150), ms(200)));
+        assert_eq!(keep_up_budget(ms(100)), (ms(150), ms(250)));
         assert_eq!(
             keep_up_budget(ms(700)),
             (
