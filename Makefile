@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup setup-gpu build models install install-gpu demo test lint bench bench-live bench-cli rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu build models install install-gpu demo test lint bench bench-live bench-shared bench-cli rembg-venv rembg-masks clean
 
 all: build
 
@@ -66,6 +66,11 @@ bench: setup rembg-venv
 # and the flicker of its masks on a real clip (not a test).
 bench-live: setup
 	$(CARGO) bench --bench live
+
+# Four streams with a session each or one shared session, beside one
+# element alone: throughput and peak RSS (not a test).
+bench-shared: setup
+	$(CARGO) bench --bench shared
 
 # The folder tool beside `rembg p` on the same folder.
 bench-cli: build rembg-venv

@@ -114,6 +114,22 @@ fn live_pipeline_blurs_or_replaces_the_background() {
 }
 
 #[test]
+fn four_live_sources_share_one_session_into_a_grid() {
+    let mut cmd = Command::new(example("multicam"));
+    cmd.args(["--headless", "--frames", "15", "--size", "160x120"]);
+    let stdout = run(cmd);
+    let counts: Vec<u32> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("frames cut out per stream: "))
+        .expect("the counts per stream")
+        .split(' ')
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 4, "{stdout}");
+    assert!(counts.iter().all(|&n| n >= 15), "{counts:?}");
+}
+
+#[test]
 fn python_script_with_the_built_plugin() {
     init();
     // Debian's python3-gi belongs to the system's Python, whatever else

@@ -223,7 +223,11 @@ impl Drop for Engine {
             self.shared.cond.notify_all();
         }
         if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+            // Dropped from a delivery callback (an element finalized while
+            // streaming), the thread ends by itself once it returns.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
     }
 }

@@ -29,6 +29,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::frames::OutputPools;
+use super::sessions;
 use super::state::{Shared, StreamConfig};
 use super::{U2NetMatteMode, U2NetMatteProvider, caps};
 use crate::engine::{Delivery, Engine, Policy};
@@ -93,6 +94,8 @@ pub(super) struct Settings {
     pub feather: f64,
     pub blur_radius: u32,
     pub inference_size: u32,
+    /// Empty: a session of its own.
+    pub shared_session: String,
 }
 
 impl Default for Settings {
@@ -113,6 +116,7 @@ impl Default for Settings {
             feather: DEFAULT_FEATHER,
             blur_radius: DEFAULT_BLUR_RADIUS,
             inference_size: DEFAULT_INFERENCE_SIZE,
+            shared_session: String::new(),
         }
     }
 }
@@ -129,9 +133,12 @@ pub(super) struct ModelKey {
     pub inference_size: Option<u32>,
 }
 
-/// A model running in its engine, from NULL->READY to READY->NULL.
+/// A model running in its engine, from NULL->READY to READY->NULL; held
+/// by every element of its `shared-session`.
 pub(super) struct Loaded {
     pub key: ModelKey,
+    /// The `shared-session` it was loaded for; empty: one element's own.
+    pub session: String,
     pub engine: Arc<Engine>,
     pub provider: ProviderUsed,
     /// The model's input (width, height).
@@ -150,7 +157,7 @@ pub struct U2NetMatte {
     pub(super) srcpad: gst::Pad,
     pub(super) settings: Mutex<Settings>,
     pub(super) shared: Arc<Shared>,
-    pub(super) loaded: Mutex<Option<Loaded>>,
+    pub(super) loaded: Mutex<Option<Arc<Loaded>>>,
     /// The sink pad's: model-input preparation.
     pub(super) preparer: Mutex<Option<Preparer>>,
     /// The src pad task's: mask scaling and compositing.
@@ -194,10 +201,38 @@ impl U2NetMatte {
             ort_library: settings.ort_library.clone(),
             inference_size,
         };
-        if lock(&self.loaded).as_ref().is_some_and(|l| l.key == key) {
+        let session = settings.shared_session;
+        if lock(&self.loaded)
+            .as_ref()
+            .is_some_and(|l| l.key == key && l.session == session)
+        {
             return Ok(());
         }
         self.unload();
+        let loaded = if session.is_empty() {
+            Arc::new(self.load_model(key, session)?)
+        } else {
+            let name = session.clone();
+            let joined = sessions::SESSIONS.join(
+                &name,
+                &key,
+                || self.load_model(key.clone(), session),
+                |diff| {
+                    gst::error_msg!(
+                        gst::LibraryError::Settings,
+                        ("shared-session \"{name}\" runs with other settings: {diff}")
+                    )
+                },
+            )?;
+            gst::info!(CAT, imp = self, "in shared session \"{name}\"");
+            joined
+        };
+        *lock(&self.loaded) = Some(loaded);
+        Ok(())
+    }
+
+    /// Loads ONNX Runtime and the model `key` names and starts its engine.
+    fn load_model(&self, key: ModelKey, session: String) -> Result<Loaded, gst::ErrorMessage> {
         let runtime = self.load_runtime(key.ort_library.as_deref())?;
         let options = ModelOptions {
             provider: key.provider.into(),
@@ -231,14 +266,14 @@ impl U2NetMatte {
                 ("cannot start the inference thread: {e}")
             )
         })?;
-        *lock(&self.loaded) = Some(Loaded {
+        Ok(Loaded {
             key,
+            session,
             engine: Arc::new(engine),
             provider,
             input_size: (width, height),
             normalization,
-        });
-        Ok(())
+        })
     }
 
     fn load_runtime(
@@ -281,7 +316,8 @@ impl U2NetMatte {
         Ok(loaded.runtime)
     }
 
-    /// Stops the engine (its thread ends) and drops the model.
+    /// Lets go of the model: its engine stops (its thread ends) with the
+    /// last element that holds it.
     fn unload(&self) {
         let loaded = lock(&self.loaded).take();
         drop(loaded);
@@ -565,6 +601,16 @@ impl ObjectImpl for U2NetMatte {
                     .default_value(DEFAULT_INFERENCE_SIZE)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("shared-session")
+                    .nick("Shared session")
+                    .blurb(
+                        "Elements of one process with the same name here share one model session and \
+                         inference thread, their frames batched together (up to the largest batch-size \
+                         among them); their model, provider, device-id, ort-library and inference-size \
+                         must agree. Empty: a session of its own",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecBoolean::builder("stats")
                     .nick("Stats")
                     .blurb(
@@ -621,6 +667,13 @@ impl ObjectImpl for U2NetMatte {
             "feather" => s.feather = value.get().unwrap_or(DEFAULT_FEATHER),
             "blur-radius" => s.blur_radius = value.get().unwrap_or(DEFAULT_BLUR_RADIUS),
             "inference-size" => s.inference_size = value.get().unwrap_or(DEFAULT_INFERENCE_SIZE),
+            "shared-session" => {
+                s.shared_session = value
+                    .get::<Option<String>>()
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            }
             other => gst::warning!(CAT, imp = self, "unknown property {other}"),
         }
         gst::debug!(CAT, imp = self, "{} = {:?}", pspec.name(), value);
@@ -644,6 +697,7 @@ impl ObjectImpl for U2NetMatte {
             "feather" => s.feather.to_value(),
             "blur-radius" => s.blur_radius.to_value(),
             "inference-size" => s.inference_size.to_value(),
+            "shared-session" => s.shared_session.to_value(),
             _ => pspec.default_value().clone(),
         }
     }

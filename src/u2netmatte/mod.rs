@@ -9,6 +9,7 @@ mod frames;
 mod imp;
 mod latency;
 mod live;
+mod sessions;
 mod sink;
 mod src;
 mod state;
