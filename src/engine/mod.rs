@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 pub use batcher::JobId;
 use batcher::{ClientQueue, Decision, Job};
 
-use crate::model::{ModelError, RunControl, Runner};
+use crate::model::{ModelError, ProviderUsed, RunControl, Runner};
 
 /// A frame's mask at the model's size, min-max normalised to u8.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +57,8 @@ pub struct Delivery {
     pub batch_started: Instant,
     /// Model time spent on this frame (its share of its run).
     pub inference: Duration,
+    /// Where the run went: `provider=auto` may have moved to the CPU.
+    pub provider: ProviderUsed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +92,6 @@ struct Running {
     control: Option<RunControl>,
 }
 
-#[derive(Default)]
 struct State {
     clients: BTreeMap<u64, ClientState>,
     next_client: u64,
@@ -103,6 +104,10 @@ struct State {
     failure: Option<EngineError>,
     shutdown: bool,
     spare_tensors: Vec<Vec<f32>>,
+    /// Where the runner runs, as of its last run.
+    provider: ProviderUsed,
+    /// Why it runs on the CPU although CUDA was asked for.
+    fallback_reason: Option<String>,
 }
 
 impl State {
@@ -155,8 +160,17 @@ impl Engine {
     pub fn start(runner: Box<dyn Runner>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
+                clients: BTreeMap::new(),
+                next_client: 0,
                 next_job: 1,
-                ..State::default()
+                next_batch: 0,
+                running: None,
+                frame_time: None,
+                failure: None,
+                shutdown: false,
+                spare_tensors: Vec::new(),
+                provider: runner.provider(),
+                fallback_reason: runner.fallback_reason(),
             }),
             cond: Condvar::new(),
             frame_len: runner.frame_len(),
@@ -192,6 +206,17 @@ impl Engine {
     /// Values in one frame's model input.
     pub fn frame_len(&self) -> usize {
         self.shared.frame_len
+    }
+
+    /// Where the model runs, as of its last run.
+    pub fn provider(&self) -> ProviderUsed {
+        self.shared.lock().provider
+    }
+
+    /// Why the model runs on the CPU although CUDA was asked for, if it
+    /// does.
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.shared.lock().fallback_reason.clone()
     }
 
     /// The time of one warm frame, waiting up to `timeout` for the warm-up
@@ -403,6 +428,7 @@ impl Worker {
             let start = Instant::now();
             let result = self.guarded_run(1);
             let mut state = self.shared.lock();
+            self.note_provider(&mut state);
             match result {
                 Ok(_) if timed => state.frame_time = Some(start.elapsed()),
                 Ok(_) => {}
@@ -425,6 +451,7 @@ impl Worker {
             if let Some(error) = state.failure.clone() {
                 // The model cannot run: every waiting frame fails at once.
                 let failed = take_all(&mut state);
+                let provider = state.provider;
                 drop(state);
                 for (deliver, job, share) in failed {
                     deliver(Delivery {
@@ -433,6 +460,7 @@ impl Worker {
                         batch: share,
                         batch_started: Instant::now(),
                         inference: Duration::ZERO,
+                        provider,
                     });
                 }
                 state = self.shared.lock();
@@ -543,10 +571,15 @@ impl Worker {
             if let Some(running) = state.running.as_mut() {
                 running.control = None;
             }
-            if !state.shutdown && state.frame_time.is_none() && result.is_ok() {
+            if self.note_provider(&mut state) {
+                // This run's time holds the failed run and the new
+                // session's set-up: the next run is timed instead.
+                state.frame_time = None;
+            } else if !state.shutdown && state.frame_time.is_none() && result.is_ok() {
                 state.frame_time = Some(inference);
                 self.shared.cond.notify_all();
             }
+            let provider = state.provider;
             let cancelled = state
                 .running
                 .as_ref()
@@ -581,6 +614,7 @@ impl Worker {
                         batch: shares[&client],
                         batch_started: batch.started,
                         inference,
+                        provider,
                     },
                 ));
             }
@@ -590,6 +624,18 @@ impl Worker {
             }
         }
         self.shared.lock().running = None;
+    }
+
+    /// Records where the runner runs after a run; true when that changed
+    /// (`provider=auto` moved to the CPU).
+    fn note_provider(&self, state: &mut State) -> bool {
+        let now = self.runner.provider();
+        if state.provider == now {
+            return false;
+        }
+        state.provider = now;
+        state.fallback_reason = self.runner.fallback_reason();
+        true
     }
 
     fn guarded_run(&mut self, batch: usize) -> Result<(u32, u32), EngineError> {

@@ -19,6 +19,11 @@ struct FakeRunner {
     runs: Arc<Mutex<Vec<usize>>>,
     stops_seen: Arc<Mutex<usize>>,
     always_fail: bool,
+    provider: ProviderUsed,
+    /// On CUDA, a run of more frames than this fails and moves the runner
+    /// to the CPU, which runs them (as `provider=auto` does).
+    cuda_runs_up_to: Option<usize>,
+    fallback_reason: Option<String>,
 }
 
 impl Runner for FakeRunner {
@@ -28,6 +33,14 @@ impl Runner for FakeRunner {
 
     fn preferred_piece(&self, batch: usize) -> usize {
         self.piece.min(batch)
+    }
+
+    fn provider(&self) -> ProviderUsed {
+        self.provider
+    }
+
+    fn fallback_reason(&self) -> Option<String> {
+        self.fallback_reason.clone()
     }
 
     fn control(&self) -> Result<RunControl, ModelError> {
@@ -43,6 +56,13 @@ impl Runner for FakeRunner {
     ) -> Result<(u32, u32), ModelError> {
         if self.always_fail {
             return Err(ModelError::Run("cannot run".into()));
+        }
+        if let (ProviderUsed::Cuda { .. }, Some(most)) = (self.provider, self.cuda_runs_up_to)
+            && batch > most
+        {
+            self.provider = ProviderUsed::Cpu;
+            self.fallback_reason =
+                Some(format!("the first run of {batch} frame(s) on CUDA failed"));
         }
         self.runs.lock().unwrap().push(batch);
         let until = Instant::now() + self.delay * batch as u32;
@@ -82,6 +102,9 @@ fn engine(piece: usize, delay_ms: u64) -> Fixture {
         runs: runs.clone(),
         stops_seen: stops_seen.clone(),
         always_fail: false,
+        provider: ProviderUsed::Cpu,
+        cuda_runs_up_to: None,
+        fallback_reason: None,
     };
     let engine = Engine::start(Box::new(runner)).unwrap();
     // The warm-up's runs are not the tests' business.
@@ -281,6 +304,9 @@ fn a_model_that_cannot_run_fails_the_warm_up_and_every_submit() {
         runs: Default::default(),
         stops_seen: Default::default(),
         always_fail: true,
+        provider: ProviderUsed::Cpu,
+        cuda_runs_up_to: None,
+        fallback_reason: None,
     };
     let engine = Engine::start(Box::new(runner)).unwrap();
     let expected = EngineError::Model(ModelError::Run("cannot run".into()));
@@ -342,4 +368,87 @@ fn a_newer_frame_takes_the_place_of_one_still_waiting() {
     assert_eq!((d.job, mask_value(&d)), (last, 5));
     assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
     assert_eq!(*f.runs.lock().unwrap(), [1, 1]);
+}
+
+/// An engine whose runner starts on CUDA and moves to the CPU on a run of
+/// more than `cuda_runs_up_to` frames.
+fn cuda_engine(cuda_runs_up_to: usize) -> Engine {
+    let runner = FakeRunner {
+        piece: 64,
+        delay: Duration::from_millis(1),
+        runs: Default::default(),
+        stops_seen: Default::default(),
+        always_fail: false,
+        provider: ProviderUsed::Cuda { device_id: 0 },
+        cuda_runs_up_to: Some(cuda_runs_up_to),
+        fallback_reason: None,
+    };
+    Engine::start(Box::new(runner)).unwrap()
+}
+
+#[test]
+fn a_failed_first_run_on_cuda_runs_on_the_cpu_and_says_so() {
+    // The warm-up (one frame) is the first run: it already moves.
+    let engine = cuda_engine(0);
+    assert!(
+        engine
+            .frame_time(Duration::from_secs(10))
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(engine.provider(), ProviderUsed::Cpu);
+    assert_eq!(
+        engine.fallback_reason().as_deref(),
+        Some("the first run of 1 frame(s) on CUDA failed")
+    );
+    let f = Fixture {
+        engine,
+        runs: Default::default(),
+        stops_seen: Default::default(),
+    };
+    let (c, rx) = client(&f, 1, 0);
+    submit(&c, 7.0);
+    let d = next(&rx);
+    assert_eq!(mask_value(&d), 7);
+    assert_eq!(d.provider, ProviderUsed::Cpu);
+}
+
+#[test]
+fn a_larger_batch_that_fails_on_cuda_moves_the_stream_to_the_cpu_with_its_frames() {
+    let engine = cuda_engine(2);
+    let warm = engine.frame_time(Duration::from_secs(10)).unwrap();
+    assert!(warm.is_some());
+    assert_eq!(engine.provider(), ProviderUsed::Cuda { device_id: 0 });
+    assert_eq!(engine.fallback_reason(), None);
+    let f = Fixture {
+        engine,
+        runs: Default::default(),
+        stops_seen: Default::default(),
+    };
+    let (c, rx) = client(&f, 4, 60_000);
+    for v in 1..=4 {
+        submit(&c, v as f32);
+    }
+    // No frame is lost: each comes back with its own mask, from the CPU.
+    for v in 1..=4 {
+        let d = next(&rx);
+        assert_eq!(mask_value(&d), v);
+        assert_eq!(d.provider, ProviderUsed::Cpu);
+    }
+    assert_eq!(f.engine.provider(), ProviderUsed::Cpu);
+    assert_eq!(
+        f.engine.fallback_reason().as_deref(),
+        Some("the first run of 4 frame(s) on CUDA failed")
+    );
+    // The run that moved is not taken for a frame's time: the next one is.
+    assert_eq!(f.engine.frame_time(Duration::ZERO).unwrap(), None);
+    submit(&c, 5.0);
+    c.urge();
+    assert_eq!(mask_value(&next(&rx)), 5);
+    assert!(
+        f.engine
+            .frame_time(Duration::from_secs(10))
+            .unwrap()
+            .is_some()
+    );
 }

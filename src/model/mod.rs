@@ -52,6 +52,7 @@ pub struct ModelOptions {
     pub device_id: i32,
     /// Run at this square size instead of the model's own (None: its own).
     pub input_size: Option<u32>,
+    pub cuda: CudaOptions,
 }
 
 impl Default for ModelOptions {
@@ -60,8 +61,34 @@ impl Default for ModelOptions {
             provider: Provider::Auto,
             device_id: 0,
             input_size: None,
+            cuda: CudaOptions::default(),
         }
     }
+}
+
+/// How the CUDA provider is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CudaOptions {
+    /// The most device memory ONNX Runtime's arena may hold, in bytes; 0:
+    /// no limit. The arena grows by what is asked for, not to the next
+    /// power of two, so that it holds about what the batch needs.
+    pub memory_limit: usize,
+    pub conv_search: ConvSearch,
+}
+
+/// How cuDNN picks each convolution's algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConvSearch {
+    /// cuDNN's heuristics, at once. ONNX Runtime's own default, the
+    /// exhaustive search, benchmarks every algorithm for each new input
+    /// shape: each first batch of a new size (every partial batch) stalls.
+    #[default]
+    Heuristic,
+    /// Benchmark every algorithm for each new input shape, then use the
+    /// fastest.
+    Exhaustive,
+    /// cuDNN's default algorithm.
+    Default,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,6 +101,9 @@ pub enum ModelError {
     Session { path: PathBuf, reason: String },
     #[error("provider=cuda but CUDA cannot be used: {0}")]
     CudaUnavailable(String),
+    /// A CUDA setting no provider can make right (device-id out of range).
+    #[error("{0}")]
+    CudaSetting(String),
     #[error("inference failed: {0}")]
     Run(String),
     #[error("inference was interrupted")]
@@ -98,6 +128,16 @@ pub struct Model {
     provider: ProviderUsed,
     /// Set when `provider=auto` fell back to the CPU, with the reason.
     fallback_reason: Option<String>,
+    /// `provider=auto` on CUDA: the most frames a run has held so far. A
+    /// run of more frames than any before that fails (the first run, or
+    /// the first at a larger batch: a missing kernel library, out of
+    /// memory) moves the model to the CPU. None: no fallback.
+    trial: Option<usize>,
+    /// The size asked for at load, to build the CPU session from the file
+    /// again at a fallback.
+    requested_size: Option<(u32, u32)>,
+    /// What CUDA runs with (device, driver, libraries), for the log.
+    cuda_description: Option<String>,
 }
 
 impl std::fmt::Debug for Model {
@@ -135,28 +175,31 @@ impl Model {
             path: path.to_path_buf(),
             reason: e.to_string(),
         };
+        let cuda = |bytes: &[u8]| cuda_session(runtime, bytes, options);
+        let on_cuda = ProviderUsed::Cuda {
+            device_id: options.device_id,
+        };
+        let mut cuda_description = None;
         let (session, provider, fallback_reason) = match options.provider {
             Provider::Cpu => (
                 cpu_session(runtime, &prepared.bytes).map_err(session_error)?,
                 ProviderUsed::Cpu,
                 None,
             ),
-            Provider::Cuda => (
-                cuda_session(runtime, &prepared.bytes, options.device_id)
-                    .map_err(|e| ModelError::CudaUnavailable(e.to_string()))?,
-                ProviderUsed::Cuda {
-                    device_id: options.device_id,
-                },
-                None,
-            ),
-            Provider::Auto => match cuda_session(runtime, &prepared.bytes, options.device_id) {
-                Ok(session) => (
-                    session,
-                    ProviderUsed::Cuda {
-                        device_id: options.device_id,
-                    },
-                    None,
-                ),
+            Provider::Cuda => match cuda(&prepared.bytes) {
+                Ok((session, description)) => {
+                    cuda_description = Some(description);
+                    (session, on_cuda, None)
+                }
+                Err(CudaFailure::Setting(e)) => return Err(ModelError::CudaSetting(e)),
+                Err(e) => return Err(ModelError::CudaUnavailable(e.to_string())),
+            },
+            Provider::Auto => match cuda(&prepared.bytes) {
+                Ok((session, description)) => {
+                    cuda_description = Some(description);
+                    (session, on_cuda, None)
+                }
+                Err(CudaFailure::Setting(e)) => return Err(ModelError::CudaSetting(e)),
                 Err(e) => (
                     cpu_session(runtime, &prepared.bytes).map_err(session_error)?,
                     ProviderUsed::Cpu,
@@ -164,6 +207,8 @@ impl Model {
                 ),
             },
         };
+        let trial =
+            (options.provider == Provider::Auto && provider != ProviderUsed::Cpu).then_some(0);
         Ok(Self {
             session,
             path: path.to_path_buf(),
@@ -173,6 +218,9 @@ impl Model {
             normalization: normalization_for(path, own_size),
             provider,
             fallback_reason,
+            trial,
+            requested_size: requested,
+            cuda_description,
         })
     }
 
@@ -203,6 +251,33 @@ impl Model {
         self.fallback_reason.as_deref()
     }
 
+    /// What CUDA runs with (device, driver, where each library came from),
+    /// when the model runs on CUDA.
+    pub fn cuda_description(&self) -> Option<&str> {
+        self.cuda_description.as_deref()
+    }
+
+    /// `provider=auto`, after a failed run on CUDA: a CPU session from the
+    /// model file, in place of the CUDA one.
+    fn fall_back_to_cpu(&mut self, reason: String) -> Result<(), ModelError> {
+        let session_error = |reason: String| ModelError::Session {
+            path: self.path.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(&self.path).map_err(|e| session_error(e.to_string()))?;
+        let prepared = graph::prepare(&bytes, self.requested_size)
+            .map_err(|e| session_error(e.to_string()))?;
+        let runtime = crate::runtime::loaded()
+            .ok_or_else(|| session_error("ONNX Runtime is not loaded".into()))?;
+        self.session =
+            cpu_session(&runtime, &prepared.bytes).map_err(|e| session_error(e.to_string()))?;
+        self.provider = ProviderUsed::Cpu;
+        self.fallback_reason = Some(reason);
+        self.trial = None;
+        self.cuda_description = None;
+        Ok(())
+    }
+
     /// The most frames one run should hold on this provider. On the CPU,
     /// batching gains nothing (U2NetP, 2 cores: 115 ms a frame at batch 1
     /// and at batch 4, 134 ms at batch 16) while ONNX Runtime's memory grows
@@ -229,7 +304,56 @@ impl Model {
     }
 
     /// As [`Model::run`], stoppable from another thread through `control`.
+    /// With `provider=auto` on CUDA, a failed run of more frames than any
+    /// before moves the model to the CPU, which then runs these frames.
     pub fn run_controlled(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        masks: &mut Vec<u8>,
+        control: &RunControl,
+    ) -> Result<(u32, u32), ModelError> {
+        match self.run_session(input, batch, masks, control) {
+            Ok(size) => {
+                if let Some(largest) = self.trial.as_mut() {
+                    *largest = (*largest).max(batch);
+                }
+                Ok(size)
+            }
+            Err(e) if falls_back(self.trial, batch, &e, control.is_stopped()) => {
+                let reason = format!(
+                    "the first run of {batch} frame(s) on {} failed: {e}",
+                    self.provider
+                );
+                self.fall_back_to_cpu(reason)
+                    .map_err(|cpu| ModelError::Run(format!("{e}; and on the CPU: {cpu}")))?;
+                self.run_frame_by_frame(input, batch, masks, control)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The CPU's way with a batch (see [`Model::preferred_piece`]).
+    fn run_frame_by_frame(
+        &mut self,
+        input: &[f32],
+        batch: usize,
+        masks: &mut Vec<u8>,
+        control: &RunControl,
+    ) -> Result<(u32, u32), ModelError> {
+        let len = self.frame_len();
+        let mut one = Vec::new();
+        let mut all = Vec::new();
+        let mut size = (0, 0);
+        for frame in input.chunks(len).take(batch) {
+            size = self.run_session(frame, 1, &mut one, control)?;
+            all.extend_from_slice(&one);
+        }
+        *masks = all;
+        Ok(size)
+    }
+
+    fn run_session(
         &mut self,
         input: &[f32],
         batch: usize,
@@ -343,10 +467,22 @@ impl RunControl {
     }
 }
 
+/// Whether a failed run moves a `provider=auto` model from CUDA to the CPU:
+/// only a run of more frames than any before that really failed (not
+/// stopped, not bad input).
+fn falls_back(trial: Option<usize>, batch: usize, error: &ModelError, stopped: bool) -> bool {
+    trial.is_some_and(|largest| batch > largest) && !stopped && matches!(error, ModelError::Run(_))
+}
+
 /// What runs batches for the engine: the model, or a stand-in in tests.
 pub trait Runner: Send + 'static {
     /// Values in one frame's input tensor.
     fn frame_len(&self) -> usize;
+    /// Where it runs now: `provider=auto` may move to the CPU after a
+    /// failed run on CUDA.
+    fn provider(&self) -> ProviderUsed;
+    /// Why it runs on the CPU although CUDA was asked for, if it does.
+    fn fallback_reason(&self) -> Option<String>;
     /// The most frames one run should hold (see [`Model::preferred_piece`]).
     fn preferred_piece(&self, batch: usize) -> usize;
     /// A control for the next run.
@@ -365,6 +501,14 @@ pub trait Runner: Send + 'static {
 impl Runner for Model {
     fn frame_len(&self) -> usize {
         Model::frame_len(self)
+    }
+
+    fn provider(&self) -> ProviderUsed {
+        self.provider
+    }
+
+    fn fallback_reason(&self) -> Option<String> {
+        self.fallback_reason.clone()
     }
 
     fn preferred_piece(&self, batch: usize) -> usize {
@@ -418,27 +562,98 @@ fn cpu_session(runtime: &Runtime, model: &[u8]) -> ort::Result<Session> {
         .commit_from_memory(model)
 }
 
+/// Why no CUDA session: a wrong setting (an error whatever the provider),
+/// or CUDA cannot be used here.
+#[derive(Debug)]
+enum CudaFailure {
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Setting(String),
+    Unavailable(String),
+}
+
+impl std::fmt::Display for CudaFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Setting(e) | Self::Unavailable(e) => f.write_str(e),
+        }
+    }
+}
+
+/// A session on the CUDA provider, after the driver, the device and CUDA's
+/// libraries are ready (see [`crate::cuda`]); with a description of them.
 #[cfg(feature = "cuda")]
-fn cuda_session(runtime: &Runtime, model: &[u8], device_id: i32) -> ort::Result<Session> {
-    let cuda = ort::ep::CUDA::default()
-        .with_device_id(device_id)
-        .build()
-        .error_on_failure();
-    base_builder(runtime)?
-        .with_execution_providers([cuda])?
+fn cuda_session(
+    runtime: &Runtime,
+    model: &[u8],
+    options: &ModelOptions,
+) -> Result<(Session, String), CudaFailure> {
+    use ort::ep::{ArenaExtendStrategy, cuda::ConvAlgorithmSearch};
+    let ready = crate::cuda::prepare(runtime.library(), options.device_id).map_err(|e| {
+        if e.is_setting_error() {
+            CudaFailure::Setting(e.to_string())
+        } else {
+            CudaFailure::Unavailable(e.to_string())
+        }
+    })?;
+    let search = match options.cuda.conv_search {
+        ConvSearch::Heuristic => ConvAlgorithmSearch::Heuristic,
+        ConvSearch::Exhaustive => ConvAlgorithmSearch::Exhaustive,
+        ConvSearch::Default => ConvAlgorithmSearch::Default,
+    };
+    let mut cuda = ort::ep::CUDA::default()
+        .with_device_id(options.device_id)
+        .with_arena_extend_strategy(ArenaExtendStrategy::SameAsRequested)
+        .with_conv_algorithm_search(search);
+    if options.cuda.memory_limit > 0 {
+        cuda = cuda.with_memory_limit(options.cuda.memory_limit);
+    }
+    let unavailable = |e: String| CudaFailure::Unavailable(e);
+    let session = base_builder(runtime)
+        .map_err(|e| unavailable(e.to_string()))?
+        .with_execution_providers([cuda.build().error_on_failure()])
+        .map_err(|e| unavailable(e.to_string()))?
         .commit_from_memory(model)
+        .map_err(|e| unavailable(e.to_string()))?;
+    Ok((session, ready.to_string()))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_session(_runtime: &Runtime, _model: &[u8], _device_id: i32) -> ort::Result<Session> {
-    Err(ort::Error::new(
-        "this build of u2netmatte has no CUDA support (feature `cuda`)",
+fn cuda_session(
+    _runtime: &Runtime,
+    _model: &[u8],
+    _options: &ModelOptions,
+) -> Result<(Session, String), CudaFailure> {
+    Err(CudaFailure::Unavailable(
+        "this build of u2netmatte has no CUDA support (feature `cuda`)".into(),
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_real_failure_of_a_larger_run_on_cuda_falls_back() {
+        let failed = ModelError::Run("CUDA error: out of memory".into());
+        // provider=auto on CUDA, nothing run yet: the first run.
+        assert!(falls_back(Some(0), 1, &failed, false));
+        // The first run at a larger batch than any before.
+        assert!(falls_back(Some(1), 8, &failed, false));
+        // A size that ran before: CUDA works, the error is the stream's.
+        assert!(!falls_back(Some(8), 8, &failed, false));
+        assert!(!falls_back(Some(8), 4, &failed, false));
+        // Not auto on CUDA (cuda, cpu, or auto already on the CPU).
+        assert!(!falls_back(None, 1, &failed, false));
+        // A stopped run (flush) or bad input is not CUDA's failure.
+        assert!(!falls_back(Some(0), 1, &failed, true));
+        assert!(!falls_back(Some(0), 1, &ModelError::Interrupted, false));
+        let input = ModelError::InputSize {
+            got: 1,
+            batch: 1,
+            needed: 2,
+        };
+        assert!(!falls_back(Some(0), 1, &input, false));
+    }
 
     #[test]
     fn isnet_is_known_by_name_or_size() {

@@ -31,10 +31,10 @@ use gst::subclass::prelude::*;
 use super::frames::OutputPools;
 use super::sessions;
 use super::state::{Shared, StreamConfig};
-use super::{U2NetMatteMode, U2NetMatteProvider, caps};
+use super::{U2NetMatteConvSearch, U2NetMatteMode, U2NetMatteProvider, caps};
 use crate::engine::{Delivery, Engine, Policy};
 use crate::matte::Matter;
-use crate::model::{Model, ModelOptions, ProviderUsed, names};
+use crate::model::{CudaOptions, Model, ModelOptions, names};
 use crate::prep::{Normalization, Preparer};
 use crate::runtime;
 
@@ -63,6 +63,9 @@ const DEFAULT_THRESHOLD: f64 = 0.5;
 const DEFAULT_FILL_COLOR: u32 = 0x0000_0000;
 const DEFAULT_PROVIDER: U2NetMatteProvider = U2NetMatteProvider::Auto;
 const DEFAULT_DEVICE_ID: i32 = 0;
+/// 0: no limit.
+const DEFAULT_GPU_MEMORY_LIMIT_MIB: u32 = 0;
+const DEFAULT_CONV_SEARCH: U2NetMatteConvSearch = U2NetMatteConvSearch::Heuristic;
 /// 0: derived from the framerate.
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 0;
 const MAX_BATCH_TIMEOUT_MS: u32 = 60_000;
@@ -86,6 +89,8 @@ pub(super) struct Settings {
     pub fill_color: u32,
     pub provider: U2NetMatteProvider,
     pub device_id: i32,
+    pub gpu_memory_limit_mib: u32,
+    pub conv_search: U2NetMatteConvSearch,
     pub ort_library: Option<String>,
     pub batch_timeout_ms: u32,
     pub stats: bool,
@@ -108,6 +113,8 @@ impl Default for Settings {
             fill_color: DEFAULT_FILL_COLOR,
             provider: DEFAULT_PROVIDER,
             device_id: DEFAULT_DEVICE_ID,
+            gpu_memory_limit_mib: DEFAULT_GPU_MEMORY_LIMIT_MIB,
+            conv_search: DEFAULT_CONV_SEARCH,
             ort_library: None,
             batch_timeout_ms: DEFAULT_BATCH_TIMEOUT_MS,
             stats: DEFAULT_STATS,
@@ -128,6 +135,8 @@ pub(super) struct ModelKey {
     pub path: PathBuf,
     pub provider: U2NetMatteProvider,
     pub device_id: i32,
+    pub gpu_memory_limit_mib: u32,
+    pub conv_search: U2NetMatteConvSearch,
     pub ort_library: Option<String>,
     /// Square input size to run at; None: the model's own.
     pub inference_size: Option<u32>,
@@ -140,7 +149,6 @@ pub(super) struct Loaded {
     /// The `shared-session` it was loaded for; empty: one element's own.
     pub session: String,
     pub engine: Arc<Engine>,
-    pub provider: ProviderUsed,
     /// The model's input (width, height).
     pub input_size: (u32, u32),
     pub normalization: Normalization,
@@ -198,6 +206,8 @@ impl U2NetMatte {
             path,
             provider: settings.provider,
             device_id: settings.device_id,
+            gpu_memory_limit_mib: settings.gpu_memory_limit_mib,
+            conv_search: settings.conv_search,
             ort_library: settings.ort_library.clone(),
             inference_size,
         };
@@ -238,6 +248,10 @@ impl U2NetMatte {
             provider: key.provider.into(),
             device_id: key.device_id,
             input_size: key.inference_size,
+            cuda: CudaOptions {
+                memory_limit: (key.gpu_memory_limit_mib as usize) << 20,
+                conv_search: key.conv_search.into(),
+            },
         };
         let model = Model::load(&runtime, &key.path, &options)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
@@ -247,6 +261,9 @@ impl U2NetMatte {
                 imp = self,
                 "CUDA cannot be used, running on the CPU: {reason}"
             );
+        }
+        if let Some(cuda) = model.cuda_description() {
+            gst::info!(CAT, imp = self, "{cuda}");
         }
         let (height, width) = model.input_size();
         gst::info!(
@@ -258,7 +275,6 @@ impl U2NetMatte {
             height,
             model.provider()
         );
-        let provider = model.provider();
         let normalization = model.normalization();
         let engine = Engine::start(Box::new(model)).map_err(|e| {
             gst::error_msg!(
@@ -270,7 +286,6 @@ impl U2NetMatte {
             key,
             session,
             engine: Arc::new(engine),
-            provider,
             input_size: (width, height),
             normalization,
         })
@@ -341,19 +356,40 @@ impl U2NetMatte {
             batch_size: settings.batch_size as usize,
             batch_timeout: (settings.batch_timeout_ms > 0)
                 .then(|| Duration::from_millis(settings.batch_timeout_ms.into())),
-            provider: loaded.provider,
+            provider: loaded.engine.provider(),
             keep_up: settings.keep_up,
         };
         let weak = Arc::downgrade(&self.shared);
         let weak_obj = self.obj().downgrade();
+        let weak_engine = Arc::downgrade(&loaded.engine);
         let deliver = Arc::new(move |delivery: Delivery| {
             let (Some(shared), Some(obj)) = (weak.upgrade(), weak_obj.upgrade()) else {
                 return;
             };
             let smoothing = lock(&obj.imp().settings).temporal_smoothing;
             let mut state = shared.lock();
+            // provider=auto moved to the CPU after a failed run on CUDA.
+            let moved = match state.config.as_mut() {
+                Some(c) if c.provider != delivery.provider => {
+                    c.provider = delivery.provider;
+                    true
+                }
+                _ => false,
+            };
             if state.deliver(delivery, smoothing) {
                 shared.cond.notify_all();
+            }
+            drop(state);
+            if moved {
+                let reason = weak_engine
+                    .upgrade()
+                    .and_then(|e| e.fallback_reason())
+                    .unwrap_or_default();
+                gst::warning!(
+                    CAT,
+                    obj = obj,
+                    "CUDA cannot be used, running on the CPU: {reason}"
+                );
             }
         });
         let client = loaded.engine.client(
@@ -531,6 +567,23 @@ impl ObjectImpl for U2NetMatte {
                     .default_value(DEFAULT_DEVICE_ID)
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecUInt::builder("gpu-memory-limit")
+                    .nick("GPU memory limit")
+                    .blurb(
+                        "The most CUDA device memory ONNX Runtime's arena may hold, in MiB (0: no limit); \
+                         the arena grows by what a run asks for",
+                    )
+                    .default_value(DEFAULT_GPU_MEMORY_LIMIT_MIB)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecEnum::builder_with_default("cudnn-conv-search", DEFAULT_CONV_SEARCH)
+                    .nick("cuDNN convolution search")
+                    .blurb(
+                        "How cuDNN picks convolution algorithms on CUDA: heuristic (at once), exhaustive \
+                         (benchmarks each new batch size first, stalling its first run), default",
+                    )
+                    .mutable_ready()
+                    .build(),
                 glib::ParamSpecString::builder("ort-library")
                     .nick("ONNX Runtime library")
                     .blurb(
@@ -606,8 +659,8 @@ impl ObjectImpl for U2NetMatte {
                     .blurb(
                         "Elements of one process with the same name here share one model session and \
                          inference thread, their frames batched together (up to the largest batch-size \
-                         among them); their model, provider, device-id, ort-library and inference-size \
-                         must agree. Empty: a session of its own",
+                         among them); their model, provider, device-id, gpu-memory-limit, \
+                         cudnn-conv-search, ort-library and inference-size must agree. Empty: a session of its own",
                     )
                     .mutable_ready()
                     .build(),
@@ -651,6 +704,10 @@ impl ObjectImpl for U2NetMatte {
             "fill-color" => s.fill_color = value.get().unwrap_or(DEFAULT_FILL_COLOR),
             "provider" => s.provider = value.get().unwrap_or(DEFAULT_PROVIDER),
             "device-id" => s.device_id = value.get().unwrap_or(DEFAULT_DEVICE_ID),
+            "gpu-memory-limit" => {
+                s.gpu_memory_limit_mib = value.get().unwrap_or(DEFAULT_GPU_MEMORY_LIMIT_MIB)
+            }
+            "cudnn-conv-search" => s.conv_search = value.get().unwrap_or(DEFAULT_CONV_SEARCH),
             "ort-library" => {
                 s.ort_library = value
                     .get::<Option<String>>()
@@ -689,6 +746,8 @@ impl ObjectImpl for U2NetMatte {
             "fill-color" => s.fill_color.to_value(),
             "provider" => s.provider.to_value(),
             "device-id" => s.device_id.to_value(),
+            "gpu-memory-limit" => s.gpu_memory_limit_mib.to_value(),
+            "cudnn-conv-search" => s.conv_search.to_value(),
             "ort-library" => s.ort_library.to_value(),
             "batch-timeout" => s.batch_timeout_ms.to_value(),
             "stats" => s.stats.to_value(),

@@ -77,6 +77,37 @@ impl From<U2NetMatteProvider> for crate::model::Provider {
     }
 }
 
+/// How cuDNN picks its convolution algorithms (the `cudnn-conv-search`
+/// property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstU2NetMatteConvSearch")]
+pub enum U2NetMatteConvSearch {
+    #[default]
+    #[enum_value(
+        name = "Heuristic: cuDNN's heuristics, no stall on a new batch size",
+        nick = "heuristic"
+    )]
+    Heuristic,
+    #[enum_value(
+        name = "Exhaustive: benchmark every algorithm at each new batch size, then use the fastest",
+        nick = "exhaustive"
+    )]
+    Exhaustive,
+    #[enum_value(name = "Default: cuDNN's default algorithm", nick = "default")]
+    Default,
+}
+
+impl From<U2NetMatteConvSearch> for crate::model::ConvSearch {
+    fn from(s: U2NetMatteConvSearch) -> Self {
+        match s {
+            U2NetMatteConvSearch::Heuristic => Self::Heuristic,
+            U2NetMatteConvSearch::Exhaustive => Self::Exhaustive,
+            U2NetMatteConvSearch::Default => Self::Default,
+        }
+    }
+}
+
 glib::wrapper! {
     pub struct U2NetMatte(ObjectSubclass<imp::U2NetMatte>) @extends gst::Element, gst::Object;
 }
@@ -84,6 +115,7 @@ glib::wrapper! {
 pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     U2NetMatteMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     U2NetMatteProvider::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    U2NetMatteConvSearch::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "u2netmatte",

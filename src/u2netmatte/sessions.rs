@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 
-use super::U2NetMatteProvider;
 use super::imp::{Loaded, ModelKey, lock};
+use gst::glib;
 
 /// The sessions of this process.
 pub(super) static SESSIONS: LazyLock<Registry<Loaded>> = LazyLock::new(Registry::default);
@@ -81,6 +81,12 @@ impl<T: AsRef<ModelKey>> Registry<T> {
     }
 }
 
+/// An enum property's value as gst-launch spells it.
+fn nick<E: glib::value::ToValue>(value: E) -> String {
+    glib::EnumValue::from_value(&value.to_value())
+        .map_or_else(|| "?".to_string(), |(_, v)| v.nick().to_string())
+}
+
 /// The settings of `wanted` that differ from the `running` session's, as
 /// `property=wanted (the session has: running)`; None if they agree.
 pub(super) fn differences(running: &ModelKey, wanted: &ModelKey) -> Option<String> {
@@ -95,11 +101,6 @@ pub(super) fn differences(running: &ModelKey, wanted: &ModelKey) -> Option<Strin
         ));
     }
     if running.provider != wanted.provider {
-        let nick = |p: U2NetMatteProvider| match p {
-            U2NetMatteProvider::Auto => "auto",
-            U2NetMatteProvider::Cuda => "cuda",
-            U2NetMatteProvider::Cpu => "cpu",
-        };
         diffs.push(format!(
             "provider={} (the session has {})",
             nick(wanted.provider),
@@ -110,6 +111,19 @@ pub(super) fn differences(running: &ModelKey, wanted: &ModelKey) -> Option<Strin
         diffs.push(format!(
             "device-id={} (the session has {})",
             wanted.device_id, running.device_id
+        ));
+    }
+    if running.gpu_memory_limit_mib != wanted.gpu_memory_limit_mib {
+        diffs.push(format!(
+            "gpu-memory-limit={} (the session has {})",
+            wanted.gpu_memory_limit_mib, running.gpu_memory_limit_mib
+        ));
+    }
+    if running.conv_search != wanted.conv_search {
+        diffs.push(format!(
+            "cudnn-conv-search={} (the session has {})",
+            nick(wanted.conv_search),
+            nick(running.conv_search)
         ));
     }
     if running.ort_library != wanted.ort_library {
@@ -132,12 +146,15 @@ pub(super) fn differences(running: &ModelKey, wanted: &ModelKey) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::u2netmatte::{U2NetMatteConvSearch, U2NetMatteProvider};
 
     fn key(size: Option<u32>) -> ModelKey {
         ModelKey {
             path: "/models/u2netp.onnx".into(),
             provider: U2NetMatteProvider::Cpu,
             device_id: 0,
+            gpu_memory_limit_mib: 0,
+            conv_search: U2NetMatteConvSearch::Heuristic,
             ort_library: None,
             inference_size: size,
         }
@@ -153,10 +170,14 @@ mod tests {
         let mut other = key(Some(256));
         other.provider = U2NetMatteProvider::Cuda;
         other.path = "/models/u2net.onnx".into();
+        other.gpu_memory_limit_mib = 2048;
+        other.conv_search = U2NetMatteConvSearch::Exhaustive;
         assert_eq!(
             differences(&key(None), &other).unwrap(),
             "model=/models/u2net.onnx (the session has /models/u2netp.onnx), \
-             provider=cuda (the session has cpu), inference-size=256 (the session has 0)"
+             provider=cuda (the session has cpu), gpu-memory-limit=2048 (the session has 0), \
+             cudnn-conv-search=exhaustive (the session has heuristic), \
+             inference-size=256 (the session has 0)"
         );
     }
 

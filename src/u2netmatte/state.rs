@@ -441,6 +441,7 @@ mod tests {
             batch: BatchShare { id: 0, frames: 1 },
             batch_started: Instant::now(),
             inference: Duration::ZERO,
+            provider: ProviderUsed::Cpu,
         }
     }
 
