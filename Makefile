@@ -54,7 +54,7 @@ install-gpu: build setup-gpu
 	install -m 0644 target/release/libgstu2netmatte.so $(PLUGINS_DIR)/
 	install -m 0644 .deps/onnxruntime-gpu/*.so* $(ORT_DIR)/
 	if [ -d .deps/onnxruntime-gpu/cuda ]; then install -d $(ORT_DIR)/cuda && \
-	  install -m 0644 .deps/onnxruntime-gpu/cuda/* $(ORT_DIR)/cuda/; fi
+	  install -m 0644 .deps/onnxruntime-gpu/cuda/*.so* $(ORT_DIR)/cuda/; fi
 	install -m 0644 models/*.onnx $(MODELS_DIR)/
 
 demo: build

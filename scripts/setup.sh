@@ -212,6 +212,7 @@ fetch_members() {
 
 setup_gpu() {
   local dir=$deps/onnxruntime-gpu
+  [ "$(uname -m)" = x86_64 ] || die "the pinned ONNX Runtime CUDA build and CUDA wheels are for x86_64"
   if ! members_present "$dir" "$ORT_GPU_LIBS"; then
     fetch_members "onnxruntime-gpu==$ORT_VERSION" "$ORT_GPU_WHEEL" "$ORT_GPU_WHEEL_SHA256" \
       onnxruntime/capi "$dir" "$ORT_GPU_LIBS"
@@ -222,34 +223,43 @@ setup_gpu() {
 }
 
 # Whether the system's loader finds every library listed as "name:sha256 ...",
-# as the element's first attempt does (LD_LIBRARY_PATH, ld.so.cache).
+# as the element's fallback does (LD_LIBRARY_PATH, ld.so.cache), built for
+# CUDA 13: libcudnn.so.9 and libcurand.so.10 keep their sonames across CUDA
+# versions, so their own version is asked.
 system_has_libraries() {
   local names=() entry
   for entry in $1; do names+=("${entry%%:*}"); done
-  python3 -c 'import ctypes, sys
-for name in sys.argv[1:]: ctypes.CDLL(name)' "${names[@]}" 2>/dev/null
+  python3 - "${names[@]}" 2>/dev/null <<'PY'
+import ctypes, sys
+for name in sys.argv[1:]:
+    lib = ctypes.CDLL(name)
+    if name == "libcudnn.so.9":
+        lib.cudnnGetCudartVersion.restype = ctypes.c_size_t
+        assert lib.cudnnGetCudartVersion() // 1000 == 13
+    elif name == "libcurand.so.10":
+        version = ctypes.c_int()
+        assert lib.curandGetVersion(ctypes.byref(version)) == 0 and version.value >= 10400
+PY
 }
 
 # One NVIDIA package's libraries into `dest`, unless already there or on the system.
 setup_cuda_package() {
-  local name=$1 dest=$2 spec libs
-  spec=$(eval "echo \$CUDA_$name")
-  libs=$(eval "echo \$CUDA_${name}_LIBS")
+  local spec_var=CUDA_$1 libs_var=CUDA_$1_LIBS dest=$2 req wheel sha prefix
+  local libs=${!libs_var}
   members_present "$dest" "$libs" && return
-  # shellcheck disable=SC2086
-  set -- $spec
+  read -r req wheel sha prefix <<<"$(echo ${!spec_var})"
   if system_has_libraries "$libs"; then
-    say "$1: the system has its libraries; not installed"
+    say "$req: the system has its libraries (built for CUDA 13); not installed"
     return
   fi
   # shellcheck disable=SC2086
-  fetch_wheel "$1" "$2" "$3" $CUDA_WHEEL_PLATFORMS
+  fetch_wheel "$req" "$wheel" "$sha" $CUDA_WHEEL_PLATFORMS
   mkdir -p "$dest"
   local entry
   for entry in $libs; do
-    unzip_member "$wheels/$2" "$4/${entry%%:*}" "$dest/${entry%%:*}" "${entry#*:}"
+    unzip_member "$wheels/$wheel" "$prefix/${entry%%:*}" "$dest/${entry%%:*}" "${entry#*:}"
   done
-  say "$1 -> $dest"
+  say "$req -> $dest"
 }
 
 setup_model() {

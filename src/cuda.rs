@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Readies a process for ONNX Runtime's CUDA provider before it is
 //! registered: the NVIDIA driver and the device asked for, then the CUDA 13
-//! and cuDNN 9 libraries the provider loads, each preloaded (RTLD_GLOBAL)
-//! from wherever it is found, so that the provider finds it by its soname
+//! and cuDNN 9 libraries the provider loads, each preloaded from wherever
+//! it is found, so that the provider finds it by its soname
 //! without LD_LIBRARY_PATH. Whatever is missing is named in the error.
 //!
 //! The libraries, read off `libonnxruntime_providers_cuda.so` 1.31.1: NEEDED
@@ -12,7 +12,7 @@
 //! operators, which no U2Net has.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 /// ONNX Runtime's CUDA provider, beside `libonnxruntime` in its CUDA build.
 pub const PROVIDER_FILE: &str = "libonnxruntime_providers_cuda.so";
@@ -42,7 +42,8 @@ const fn lib(file: &'static str, package: &'static str, required: bool) -> Libra
     }
 }
 
-/// In load order: each after the libraries it needs.
+/// In load order, each after the libraries it needs, a package's together;
+/// a package is required or optional as a whole.
 pub const LIBRARIES: [Library; 14] = [
     lib("libcudart.so.13", "nvidia-cuda-runtime", true),
     lib("libcublasLt.so.13", "nvidia-cublas", true),
@@ -198,8 +199,8 @@ pub fn search_dirs(ort_library: &Path) -> Vec<PathBuf> {
 }
 
 /// Checks the ONNX Runtime build, the driver and `device_id`, and loads
-/// every library in `LIBRARIES` order, stopping at the first required one
-/// that cannot be loaded.
+/// every library in `LIBRARIES` order, a package at a time, stopping at the
+/// first required package that cannot be loaded.
 pub fn prepare_with(
     ort_library: &Path,
     device_id: i32,
@@ -232,10 +233,10 @@ pub fn prepare_with(
                 .join(", "),
         })?;
     let mut libraries = Vec::new();
-    for library in LIBRARIES {
-        match load_one(&library, loader, dirs) {
-            Ok(source) => libraries.push((library.file, source)),
-            Err(_) if !library.required => {}
+    for package in LIBRARIES.chunk_by(|a, b| a.package == b.package) {
+        match load_package(package, loader, dirs) {
+            Ok(loaded) => libraries.extend(loaded),
+            Err(_) if !package[0].required => {}
             Err(e) => return Err(e),
         }
     }
@@ -258,50 +259,67 @@ pub fn check_build(ort_library: &Path) -> Result<(), CudaSetupError> {
     }
 }
 
-/// The system's loader first (a CUDA installed on the machine is the one
-/// its driver was installed with), then each folder.
-fn load_one(
-    library: &Library,
+/// One package's libraries all from one place, so that no library of one
+/// release meets another's (cuDNN refuses sub-libraries of another
+/// version, and sonames such as libcudnn.so.9 and libcurand.so.10 are
+/// shared by builds for several CUDA versions): the first folder that has
+/// them all (set-up's pinned ones), else the system's loader (a package
+/// set-up skipped because the system has it).
+fn load_package(
+    libraries: &[Library],
     loader: &mut dyn Loader,
     dirs: &[PathBuf],
-) -> Result<Source, CudaSetupError> {
-    if loader.load(Path::new(library.file)).is_ok() {
-        return Ok(Source::System);
-    }
+) -> Result<Vec<(&'static str, Source)>, CudaSetupError> {
     let mut unloadable = None;
     for dir in dirs {
-        let path = dir.join(library.file);
-        if !path.exists() {
+        if !libraries.iter().all(|l| dir.join(l.file).exists()) {
             continue;
         }
-        match loader.load(&path) {
-            Ok(()) => return Ok(Source::File(path)),
-            Err(reason) => {
-                unloadable.get_or_insert(CudaSetupError::Unloadable {
-                    file: library.file,
-                    reason: format!("{}: {reason}", path.display()),
-                });
+        let mut loaded = Vec::new();
+        for library in libraries {
+            let path = dir.join(library.file);
+            match loader.load(&path) {
+                Ok(()) => loaded.push((library.file, Source::File(path))),
+                Err(reason) => {
+                    unloadable.get_or_insert(CudaSetupError::Unloadable {
+                        file: library.file,
+                        reason: format!("{}: {reason}", path.display()),
+                    });
+                    break;
+                }
             }
         }
+        if loaded.len() == libraries.len() {
+            return Ok(loaded);
+        }
     }
-    Err(unloadable.unwrap_or_else(|| CudaSetupError::Missing {
-        file: library.file,
-        package: library.package,
-        searched: dirs.to_vec(),
-    }))
+    let mut loaded = Vec::new();
+    for library in libraries {
+        if loader.load(Path::new(library.file)).is_err() {
+            return Err(unloadable.unwrap_or_else(|| CudaSetupError::Missing {
+                file: library.file,
+                package: library.package,
+                searched: dirs.to_vec(),
+            }));
+        }
+        loaded.push((library.file, Source::System));
+    }
+    Ok(loaded)
 }
 
-/// Loads with RTLD_GLOBAL and keeps every library loaded for the life of
-/// the process: the CUDA provider, loaded later, resolves its libraries by
-/// soname against these, and unloading CUDA under it would crash.
+/// Keeps every library loaded for the life of the process: the CUDA
+/// provider, loaded later, finds its libraries by soname among those
+/// loaded (the dynamic loader matches sonames whatever the scope), and
+/// unloading CUDA under it would crash. RTLD_LOCAL: CUDA's symbols stay out
+/// of the host process's global scope (a PyTorch or an NVENC plugin there).
 struct DlopenLoader;
 
 impl Loader for DlopenLoader {
     fn load(&mut self, what: &Path) -> Result<(), String> {
-        use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
+        use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
         // SAFETY: CUDA's libraries have no initialisers with preconditions;
         // they are never unloaded (forgotten below).
-        let library = unsafe { Library::open(Some(what), RTLD_NOW | RTLD_GLOBAL) }
+        let library = unsafe { Library::open(Some(what), RTLD_NOW | RTLD_LOCAL) }
             .map_err(|e| describe(&e))?;
         std::mem::forget(library);
         Ok(())
@@ -314,6 +332,7 @@ struct NvidiaDriver {
 }
 
 type CuResult = i32;
+const CUDA_ERROR_NO_DEVICE: CuResult = 100;
 
 impl NvidiaDriver {
     fn open() -> Result<Self, CudaSetupError> {
@@ -327,7 +346,11 @@ impl NvidiaDriver {
         // SAFETY: cuInit(unsigned int flags) -> CUresult.
         let init: libloading::Symbol<unsafe extern "C" fn(u32) -> CuResult> =
             driver.symbol(b"cuInit\0")?;
-        check("cuInit", unsafe { init(0) })?;
+        match unsafe { init(0) } {
+            // A driver installed where no GPU is (a container, a VM).
+            CUDA_ERROR_NO_DEVICE => Err(CudaSetupError::NoDevice),
+            code => check("cuInit", code),
+        }?;
         Ok(driver)
     }
 
@@ -384,18 +407,18 @@ impl Driver for NvidiaDriver {
             for ordinal in 0..n {
                 let mut device = 0;
                 check("cuDeviceGet", get(&mut device, ordinal))?;
-                let mut buffer = [0 as std::ffi::c_char; 256];
+                let mut buffer = [0u8; 256];
                 check(
                     "cuDeviceGetName",
-                    name(buffer.as_mut_ptr(), buffer.len() as i32, device),
+                    name(buffer.as_mut_ptr().cast(), buffer.len() as i32 - 1, device),
                 )?;
                 let mut bytes = 0usize;
                 check("cuDeviceTotalMem", memory(&mut bytes, device))?;
                 devices.push(Device {
                     ordinal,
-                    name: std::ffi::CStr::from_ptr(buffer.as_ptr())
-                        .to_string_lossy()
-                        .into_owned(),
+                    name: std::ffi::CStr::from_bytes_until_nul(&buffer)
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
                     total_memory: bytes as u64,
                 });
             }
@@ -412,13 +435,13 @@ static LOADED: Mutex<Option<Vec<(&'static str, Source)>>> = Mutex::new(None);
 /// `device_id`.
 pub fn prepare(ort_library: &Path, device_id: i32) -> Result<Ready, CudaSetupError> {
     check_build(ort_library)?;
-    let driver = NvidiaDriver::open()?;
+    let driver = driver()?;
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(libraries) = loaded.as_ref() {
         // Libraries need no second load; the build, driver and device
         // still answer for this request.
         let mut already = AlreadyLoaded;
-        let mut ready = prepare_with(ort_library, device_id, &mut already, &driver, &[])?;
+        let mut ready = prepare_with(ort_library, device_id, &mut already, driver, &[])?;
         ready.libraries = libraries.clone();
         return Ok(ready);
     }
@@ -426,11 +449,28 @@ pub fn prepare(ort_library: &Path, device_id: i32) -> Result<Ready, CudaSetupErr
         ort_library,
         device_id,
         &mut DlopenLoader,
-        &driver,
+        driver,
         &search_dirs(ort_library),
     )?;
     *loaded = Some(ready.libraries.clone());
     Ok(ready)
+}
+
+/// The driver, opened and initialised once and kept: unloading libcuda
+/// after cuInit leaves its threads and handlers pointing at unmapped code.
+/// A failure is not kept: the next element asks again.
+fn driver() -> Result<&'static NvidiaDriver, CudaSetupError> {
+    static DRIVER: OnceLock<NvidiaDriver> = OnceLock::new();
+    static OPENING: Mutex<()> = Mutex::new(());
+    if let Some(driver) = DRIVER.get() {
+        return Ok(driver);
+    }
+    let _one_at_a_time = OPENING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(driver) = DRIVER.get() {
+        return Ok(driver);
+    }
+    let driver = NvidiaDriver::open()?;
+    Ok(DRIVER.get_or_init(|| driver))
 }
 
 /// Stands in for the loader once every library is in.
@@ -539,20 +579,28 @@ mod tests {
         );
     }
 
+    /// Only the fake ONNX Runtime's folders: /usr/local/cuda/lib64 may hold
+    /// a real CUDA on the machine running the tests.
+    fn own_dirs(dir: &Path) -> Vec<PathBuf> {
+        vec![dir.join("cuda"), dir.to_path_buf()]
+    }
+
     #[test]
     fn libraries_load_from_the_cuda_folder_in_dependency_order() {
         let (library, dir) = ort_dir(&all_files());
         let mut loader = FakeLoader::default();
-        let ready =
-            prepare_with(&library, 0, &mut loader, &h200(), &search_dirs(&library)).unwrap();
+        let ready = prepare_with(&library, 0, &mut loader, &h200(), &own_dirs(&dir)).unwrap();
         let expected: Vec<_> = LIBRARIES
             .iter()
             .map(|l| (l.file, Source::File(dir.join("cuda").join(l.file))))
             .collect();
         assert_eq!(ready.libraries, expected);
-        // Each library: the system first, then its file.
-        assert_eq!(loader.asked.len(), 2 * LIBRARIES.len());
-        assert_eq!(loader.asked[0], Path::new("libcudart.so.13"));
+        // Each once, from the pinned folder.
+        let asked: Vec<_> = LIBRARIES
+            .iter()
+            .map(|l| dir.join("cuda").join(l.file))
+            .collect();
+        assert_eq!(loader.asked, asked);
         assert_eq!(ready.device.name, "NVIDIA H200");
         let text = ready.to_string();
         assert!(
@@ -562,14 +610,24 @@ mod tests {
     }
 
     #[test]
-    fn the_systems_libraries_come_first() {
-        let (library, _dir) = ort_dir(&all_files());
+    fn a_package_the_folders_lack_comes_from_the_system_whole() {
+        // The folder has cuDNN's libraries but one, and no CUDA runtime;
+        // the system has both packages.
+        let files: Vec<_> = all_files()
+            .into_iter()
+            .filter(|f| *f != "libcudart.so.13" && *f != "libcudnn_adv.so.9")
+            .collect();
+        let (library, dir) = ort_dir(&files);
+        let system: HashSet<&'static str> = LIBRARIES
+            .iter()
+            .filter(|l| l.package == "nvidia-cudnn-cu13" || l.package == "nvidia-cuda-runtime")
+            .map(|l| l.file)
+            .collect();
         let mut loader = FakeLoader {
-            system: ["libcudart.so.13", "libcudnn.so.9"].into(),
+            system,
             ..Default::default()
         };
-        let ready =
-            prepare_with(&library, 0, &mut loader, &h200(), &search_dirs(&library)).unwrap();
+        let ready = prepare_with(&library, 0, &mut loader, &h200(), &own_dirs(&dir)).unwrap();
         let source = |f: &str| {
             ready
                 .libraries
@@ -580,8 +638,35 @@ mod tests {
                 .clone()
         };
         assert_eq!(source("libcudart.so.13"), Source::System);
-        assert_eq!(source("libcudnn.so.9"), Source::System);
-        assert!(matches!(source("libcublas.so.13"), Source::File(_)));
+        // No cuDNN library from the folder beside one from the system.
+        for library in LIBRARIES
+            .iter()
+            .filter(|l| l.package == "nvidia-cudnn-cu13")
+        {
+            assert_eq!(source(library.file), Source::System, "{}", library.file);
+        }
+        assert_eq!(
+            source("libcublas.so.13"),
+            Source::File(dir.join("cuda/libcublas.so.13"))
+        );
+    }
+
+    #[test]
+    fn the_pinned_folder_comes_before_the_system() {
+        let (library, dir) = ort_dir(&all_files());
+        let mut loader = FakeLoader {
+            system: LIBRARIES.iter().map(|l| l.file).collect(),
+            ..Default::default()
+        };
+        let ready = prepare_with(&library, 0, &mut loader, &h200(), &own_dirs(&dir)).unwrap();
+        assert!(
+            ready
+                .libraries
+                .iter()
+                .all(|(_, s)| matches!(s, Source::File(_))),
+            "{:?}",
+            ready.libraries
+        );
     }
 
     #[test]
@@ -591,7 +676,7 @@ mod tests {
             .filter(|f| !f.starts_with("libcudnn"))
             .collect();
         let (library, dir) = ort_dir(&files);
-        let dirs = search_dirs(&library);
+        let dirs = own_dirs(&dir);
         let e = prepare_with(&library, 0, &mut FakeLoader::default(), &h200(), &dirs).unwrap_err();
         assert_eq!(
             e,
@@ -616,13 +701,13 @@ mod tests {
             .into_iter()
             .filter(|f| !f.starts_with("libnvrtc"))
             .collect();
-        let (library, _dir) = ort_dir(&files);
+        let (library, dir) = ort_dir(&files);
         let ready = prepare_with(
             &library,
             0,
             &mut FakeLoader::default(),
             &h200(),
-            &search_dirs(&library),
+            &own_dirs(&dir),
         )
         .unwrap();
         assert_eq!(ready.libraries.len(), LIBRARIES.len() - 2);
@@ -642,8 +727,7 @@ mod tests {
             broken: [broken.clone()].into(),
             ..Default::default()
         };
-        let e =
-            prepare_with(&library, 0, &mut loader, &h200(), &search_dirs(&library)).unwrap_err();
+        let e = prepare_with(&library, 0, &mut loader, &h200(), &own_dirs(&dir)).unwrap_err();
         assert_eq!(
             e,
             CudaSetupError::Unloadable {

@@ -100,6 +100,9 @@ struct State {
     running: Option<Running>,
     /// Time of one warm frame; None until measured.
     frame_time: Option<Duration>,
+    /// The runner moved (CUDA to the CPU): `frame_time` stands until the
+    /// next run measures the new provider.
+    frame_time_stale: bool,
     /// Set when the model cannot run at all; every frame then fails.
     failure: Option<EngineError>,
     shutdown: bool,
@@ -166,6 +169,7 @@ impl Engine {
                 next_batch: 0,
                 running: None,
                 frame_time: None,
+                frame_time_stale: false,
                 failure: None,
                 shutdown: false,
                 spare_tensors: Vec::new(),
@@ -573,10 +577,15 @@ impl Worker {
             }
             if self.note_provider(&mut state) {
                 // This run's time holds the failed run and the new
-                // session's set-up: the next run is timed instead.
-                state.frame_time = None;
-            } else if !state.shutdown && state.frame_time.is_none() && result.is_ok() {
+                // session's set-up: the next run is timed instead (the old
+                // time stands meanwhile, so that nobody waits for one).
+                state.frame_time_stale = true;
+            } else if !state.shutdown
+                && (state.frame_time.is_none() || state.frame_time_stale)
+                && result.is_ok()
+            {
                 state.frame_time = Some(inference);
+                state.frame_time_stale = false;
                 self.shared.cond.notify_all();
             }
             let provider = state.provider;

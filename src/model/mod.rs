@@ -325,8 +325,13 @@ impl Model {
                     "the first run of {batch} frame(s) on {} failed: {e}",
                     self.provider
                 );
-                self.fall_back_to_cpu(reason)
-                    .map_err(|cpu| ModelError::Run(format!("{e}; and on the CPU: {cpu}")))?;
+                self.fall_back_to_cpu(reason).map_err(|cpu| {
+                    let cuda = match &e {
+                        ModelError::Run(text) => text.clone(),
+                        other => other.to_string(),
+                    };
+                    ModelError::Run(format!("{cuda}; and on the CPU: {cpu}"))
+                })?;
                 self.run_frame_by_frame(input, batch, masks, control)
             }
             Err(e) => Err(e),

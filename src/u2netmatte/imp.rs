@@ -34,7 +34,7 @@ use super::state::{Shared, StreamConfig};
 use super::{U2NetMatteConvSearch, U2NetMatteMode, U2NetMatteProvider, caps};
 use crate::engine::{Delivery, Engine, Policy};
 use crate::matte::Matter;
-use crate::model::{CudaOptions, Model, ModelOptions, names};
+use crate::model::{CudaOptions, Model, ModelOptions, ProviderUsed, names};
 use crate::prep::{Normalization, Preparer};
 use crate::runtime;
 
@@ -149,6 +149,9 @@ pub(super) struct Loaded {
     /// The `shared-session` it was loaded for; empty: one element's own.
     pub session: String,
     pub engine: Arc<Engine>,
+    /// Where the model was loaded to run; a delivery from elsewhere means
+    /// `provider=auto` moved to the CPU since (`Engine::provider`).
+    pub provider: ProviderUsed,
     /// The model's input (width, height).
     pub input_size: (u32, u32),
     pub normalization: Normalization,
@@ -266,6 +269,7 @@ impl U2NetMatte {
             gst::info!(CAT, imp = self, "{cuda}");
         }
         let (height, width) = model.input_size();
+        let provider = model.provider();
         gst::info!(
             CAT,
             imp = self,
@@ -286,6 +290,7 @@ impl U2NetMatte {
             key,
             session,
             engine: Arc::new(engine),
+            provider,
             input_size: (width, height),
             normalization,
         })
@@ -356,7 +361,10 @@ impl U2NetMatte {
             batch_size: settings.batch_size as usize,
             batch_timeout: (settings.batch_timeout_ms > 0)
                 .then(|| Duration::from_millis(settings.batch_timeout_ms.into())),
-            provider: loaded.engine.provider(),
+            // The first delivery from elsewhere tells this element, at
+            // WARNING, that auto moved to the CPU (also when that happened
+            // in the warm-up, or before it joined a shared session).
+            provider: loaded.provider,
             keep_up: settings.keep_up,
         };
         let weak = Arc::downgrade(&self.shared);
