@@ -81,8 +81,12 @@ pub enum CudaSetupError {
     CpuBuild { library: PathBuf },
     #[error("no NVIDIA driver: {DRIVER_FILE} cannot be loaded ({reason})")]
     NoDriver { reason: String },
-    #[error("the NVIDIA driver failed: {call} returned CUDA error {code}")]
-    Driver { call: &'static str, code: i32 },
+    #[error("the NVIDIA driver failed: {call} returned {name} ({code})")]
+    Driver {
+        call: &'static str,
+        code: i32,
+        name: String,
+    },
     #[error(
         "the NVIDIA driver supports CUDA {}.{} at most; ONNX Runtime's CUDA build needs CUDA 13 \
          (driver 580 or newer)",
@@ -349,9 +353,29 @@ impl NvidiaDriver {
         match unsafe { init(0) } {
             // A driver installed where no GPU is (a container, a VM).
             CUDA_ERROR_NO_DEVICE => Err(CudaSetupError::NoDevice),
-            code => check("cuInit", code),
+            code => driver.check("cuInit", code),
         }?;
         Ok(driver)
+    }
+
+    /// A driver call's result, with the driver's name for its error.
+    fn check(&self, call: &'static str, code: CuResult) -> Result<(), CudaSetupError> {
+        if code == 0 {
+            return Ok(());
+        }
+        type ErrorName = unsafe extern "C" fn(CuResult, *mut *const std::ffi::c_char) -> CuResult;
+        let mut text: *const std::ffi::c_char = std::ptr::null();
+        let name = match self.symbol::<ErrorName>(b"cuGetErrorName\0") {
+            // SAFETY: cuGetErrorName(CUresult, const char **) points `text`
+            // at a static NUL-terminated string, or fails.
+            Ok(get) if unsafe { get(code, &mut text) } == 0 && !text.is_null() => {
+                unsafe { std::ffi::CStr::from_ptr(text) }
+                    .to_string_lossy()
+                    .into_owned()
+            }
+            _ => "an unknown CUDA error".to_string(),
+        };
+        Err(CudaSetupError::Driver { call, code, name })
     }
 
     fn symbol<T>(&self, name: &[u8]) -> Result<libloading::Symbol<'_, T>, CudaSetupError> {
@@ -371,21 +395,13 @@ fn describe(e: &libloading::Error) -> String {
     }
 }
 
-fn check(call: &'static str, code: CuResult) -> Result<(), CudaSetupError> {
-    if code == 0 {
-        Ok(())
-    } else {
-        Err(CudaSetupError::Driver { call, code })
-    }
-}
-
 impl Driver for NvidiaDriver {
     fn cuda_version(&self) -> Result<i32, CudaSetupError> {
         let get: libloading::Symbol<unsafe extern "C" fn(*mut i32) -> CuResult> =
             self.symbol(b"cuDriverGetVersion\0")?;
         let mut version = 0;
         // SAFETY: cuDriverGetVersion(int *driverVersion).
-        check("cuDriverGetVersion", unsafe { get(&mut version) })?;
+        self.check("cuDriverGetVersion", unsafe { get(&mut version) })?;
         Ok(version)
     }
 
@@ -402,18 +418,18 @@ impl Driver for NvidiaDriver {
         // SAFETY: the driver API's signatures, as declared in cuda.h
         // (CUdevice is an int); buffers are sized as passed.
         unsafe {
-            check("cuDeviceGetCount", count(&mut n))?;
+            self.check("cuDeviceGetCount", count(&mut n))?;
             let mut devices = Vec::new();
             for ordinal in 0..n {
                 let mut device = 0;
-                check("cuDeviceGet", get(&mut device, ordinal))?;
+                self.check("cuDeviceGet", get(&mut device, ordinal))?;
                 let mut buffer = [0u8; 256];
-                check(
+                self.check(
                     "cuDeviceGetName",
                     name(buffer.as_mut_ptr().cast(), buffer.len() as i32 - 1, device),
                 )?;
                 let mut bytes = 0usize;
-                check("cuDeviceTotalMem", memory(&mut bytes, device))?;
+                self.check("cuDeviceTotalMem", memory(&mut bytes, device))?;
                 devices.push(Device {
                     ordinal,
                     name: std::ffi::CStr::from_bytes_until_nul(&buffer)

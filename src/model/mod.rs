@@ -271,6 +271,7 @@ impl Model {
             .ok_or_else(|| session_error("ONNX Runtime is not loaded".into()))?;
         self.session =
             cpu_session(&runtime, &prepared.bytes).map_err(|e| session_error(e.to_string()))?;
+        self.input_name = prepared.signature.input_name;
         self.provider = ProviderUsed::Cpu;
         self.fallback_reason = Some(reason);
         self.trial = None;
@@ -321,17 +322,17 @@ impl Model {
                 Ok(size)
             }
             Err(e) if falls_back(self.trial, batch, &e, control.is_stopped()) => {
+                // falls_back() takes only ModelError::Run: its text alone.
+                let cuda = match &e {
+                    ModelError::Run(text) => text.clone(),
+                    other => other.to_string(),
+                };
                 let reason = format!(
-                    "the first run of {batch} frame(s) on {} failed: {e}",
+                    "the first run of {batch} frame(s) on {} failed: {cuda}",
                     self.provider
                 );
-                self.fall_back_to_cpu(reason).map_err(|cpu| {
-                    let cuda = match &e {
-                        ModelError::Run(text) => text.clone(),
-                        other => other.to_string(),
-                    };
-                    ModelError::Run(format!("{cuda}; and on the CPU: {cpu}"))
-                })?;
+                self.fall_back_to_cpu(reason)
+                    .map_err(|cpu| ModelError::Run(format!("{cuda}; and on the CPU: {cpu}")))?;
                 self.run_frame_by_frame(input, batch, masks, control)
             }
             Err(e) => Err(e),
@@ -658,6 +659,63 @@ mod tests {
             needed: 2,
         };
         assert!(!falls_back(Some(0), 1, &input, false));
+    }
+
+    /// The real U2NetP on the CPU, made to look like `provider=auto` on
+    /// CUDA whose first run fails (ONNX Runtime refuses the input's name):
+    /// the run moves to a fresh CPU session from the file, and gives each
+    /// frame the mask a plain CPU run gives.
+    #[test]
+    fn a_failed_first_run_on_cuda_gives_every_frame_its_mask_from_the_cpu() {
+        let runtime = crate::runtime::load(None, None, ort::logging::LogLevel::Warning)
+            .expect("ONNX Runtime loads (make setup)")
+            .runtime;
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/u2netp.onnx");
+        let cpu = ModelOptions {
+            provider: Provider::Cpu,
+            ..ModelOptions::default()
+        };
+        let mut plain = Model::load(&runtime, &path, &cpu).expect("U2NetP loads");
+        let frames = 2;
+        let input: Vec<f32> = (0..frames * plain.frame_len())
+            .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+            .collect();
+        let mut expected = Vec::new();
+        let mut one = Vec::new();
+        for frame in input.chunks(plain.frame_len()) {
+            plain.run(frame, 1, &mut one).unwrap();
+            expected.extend_from_slice(&one);
+        }
+
+        let mut moving = Model::load(&runtime, &path, &cpu).expect("U2NetP loads");
+        moving.provider = ProviderUsed::Cuda { device_id: 0 };
+        moving.trial = Some(0);
+        moving.input_name = "not-the-input".into();
+        let mut masks = Vec::new();
+        let size = moving
+            .run(&input, frames, &mut masks)
+            .expect("runs on the CPU");
+        assert_eq!(size, (320, 320));
+        assert_eq!(masks, expected);
+        assert_eq!(moving.provider(), ProviderUsed::Cpu);
+        assert_eq!(moving.preferred_piece(8), 1);
+        let reason = moving.fallback_reason().unwrap();
+        assert!(
+            reason.starts_with("the first run of 2 frame(s) on CUDA (device 0) failed: ")
+                && reason.contains("not-the-input")
+                && !reason.contains("inference failed"),
+            "{reason}"
+        );
+
+        // provider=cuda (no trial): the same failure is the stream's error.
+        let mut fixed = Model::load(&runtime, &path, &cpu).expect("U2NetP loads");
+        fixed.provider = ProviderUsed::Cuda { device_id: 0 };
+        fixed.input_name = "not-the-input".into();
+        assert!(matches!(
+            fixed.run(&input, frames, &mut masks),
+            Err(ModelError::Run(_))
+        ));
+        assert_eq!(fixed.provider(), ProviderUsed::Cuda { device_id: 0 });
     }
 
     #[test]
