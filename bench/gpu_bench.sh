@@ -25,6 +25,6 @@ python3 "$top/bench/u2netfast_bench.py" "$out/model" 1 > "$out/export.json"
 # The carried benchmark binary is on PATH (on-device.sh) as throughput-<hash>.
 bench=${BENCH_BIN:-$(command -v "$(compgen -c throughput- | head -1)" || true)}
 [ -n "$bench" ] && [ -x "$bench" ] || { echo "no benchmark binary on PATH: set BENCH_BIN" >&2; exit 1; }
-BENCH_TOP=$top BENCH_PROVIDER=cuda BENCH_MODEL=$out/model/u2net_random.onnx BENCH_BATCHES=1,4,8,16 \
+BENCH_TOP=$top BENCH_PROVIDER=cuda BENCH_CONV_SEARCH=${BENCH_CONV_SEARCH:-heuristic} BENCH_MODEL=$out/model/u2net_random.onnx BENCH_BATCHES=1,4,8,16 \
   BENCH_FRAMES=${BENCH_FRAMES:-32} BENCH_REMBG_PYTHON= BENCH_U2NETFAST_PYTHON=python3 BENCH_GFLOP_PER_FRAME=117 \
   "$bench" --bench | tee "$out/gpu_bench.md"

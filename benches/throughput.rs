@@ -9,7 +9,9 @@
 //! BENCH_PROVIDER (cpu, cuda, auto; default cpu), BENCH_MODEL (an .onnx
 //! path; default models/u2netp.onnx), BENCH_BATCHES (default 1,4),
 //! BENCH_U2NETFAST_JSON (u2net-fast's figures from bench/u2netfast_bench.py),
-//! BENCH_GFLOP_PER_FRAME (the model's cost, for the throughput it reaches).
+//! BENCH_GFLOP_PER_FRAME (the model's cost, for the throughput it reaches),
+//! BENCH_CONV_SEARCH (cuDNN's: heuristic, exhaustive, default; default
+//! heuristic, for the bare session and the element alike).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,7 +19,7 @@ use std::time::Instant;
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gstu2netmatte::matte::{Composite, Matter, Mode, OutFrame};
-use gstu2netmatte::model::{Model, ModelOptions, Provider};
+use gstu2netmatte::model::{ConvSearch, CudaOptions, Model, ModelOptions, Provider};
 use gstu2netmatte::prep::{Frame, PixelLayout, Preparer};
 
 /// The project's folder: where it was built, or BENCH_TOP (on a machine the
@@ -139,6 +141,8 @@ struct Bench {
     runs: usize,
     frames: usize,
     provider: &'static str,
+    /// The cudnn-conv-search nick.
+    conv_search: &'static str,
     model_path: PathBuf,
     model: Model,
     photos: Vec<(&'static str, u32, u32, Vec<u8>)>,
@@ -213,9 +217,10 @@ impl Bench {
             .build()
             .unwrap();
         let pipeline = gst::parse::launch(&format!(
-            "appsrc name=src format=time ! u2netmatte mode=mask batch-size=1 provider={} model={} ! \
-             appsink name=sink sync=false",
+            "appsrc name=src format=time ! u2netmatte mode=mask batch-size=1 provider={} \
+             cudnn-conv-search={} model={} ! appsink name=sink sync=false",
             self.provider,
+            self.conv_search,
             self.model_path.display()
         ))
         .unwrap()
@@ -264,8 +269,10 @@ impl Bench {
             let before = current_rss_mib();
             let pipeline = gst::parse::launch(&format!(
                 "appsrc name=src format=time block=true max-buffers=2 ! \
-                 u2netmatte mode={mode} batch-size={batch} provider={} model={} ! fakesink sync=false",
+                 u2netmatte mode={mode} batch-size={batch} provider={} cudnn-conv-search={} model={} ! \
+                 fakesink sync=false",
                 self.provider,
+                self.conv_search,
                 self.model_path.display()
             ))
             .unwrap()
@@ -386,9 +393,18 @@ fn main() {
         .split(',')
         .filter_map(|b| b.trim().parse().ok())
         .collect();
+    let (conv_search_nick, conv_search) = match std::env::var("BENCH_CONV_SEARCH").as_deref() {
+        Ok("exhaustive") => ("exhaustive", ConvSearch::Exhaustive),
+        Ok("default") => ("default", ConvSearch::Default),
+        _ => ("heuristic", ConvSearch::Heuristic),
+    };
     let options = ModelOptions {
         provider,
         device_id: 0,
+        cuda: CudaOptions {
+            conv_search,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let model = Model::load(&runtime, &model_path, &options).unwrap();
@@ -398,6 +414,7 @@ fn main() {
         runs: env_usize("BENCH_RUNS", 3),
         frames: env_usize("BENCH_FRAMES", 8),
         provider: provider_nick,
+        conv_search: conv_search_nick,
         model_path: model_path.clone(),
         model,
         photos: RESOLUTIONS
