@@ -215,27 +215,6 @@ fn start_up_does_not_grow_with_the_batch_size() {
 
 const RSS_CHILD_ENV: &str = "U2NETMATTE_RSS_CHILD_BATCH";
 
-/// Peak RSS (KiB) of a process of this test binary that runs sixteen 1080p
-/// frames at `batch` (all sixteen in one batch at batch 16).
-fn peak_rss_kib(batch: u32) -> u64 {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "peak_rss_child", "--ignored", "--nocapture"])
-        .env(RSS_CHILD_ENV, batch.to_string())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child at batch {batch} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("peak-rss-kib="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak-rss-kib line in:\n{stdout}"))
-}
-
 /// Run by [`cpu_memory_does_not_grow_with_the_batch_size`] in a process of
 /// its own, so that its peak RSS is its alone.
 #[test]
@@ -249,22 +228,13 @@ fn peak_rss_child() {
          u2netmatte batch-size={batch} batch-timeout=60000 provider=cpu ! fakesink"
     ));
     run_pipeline(&pipeline, Duration::from_secs(600)).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .to_string();
-    println!("peak-rss-kib={hwm}");
+    print_peak_rss();
 }
 
 #[test]
 fn cpu_memory_does_not_grow_with_the_batch_size() {
-    let at_1 = peak_rss_kib(1);
-    let at_16 = peak_rss_kib(16);
+    let at_1 = child_peak_rss_kib("peak_rss_child", RSS_CHILD_ENV, "1");
+    let at_16 = child_peak_rss_kib("peak_rss_child", RSS_CHILD_ENV, "16");
     println!(
         "peak RSS, sixteen 1080p frames: {} MiB at batch 1, {} MiB at batch 16",
         at_1 / 1024,

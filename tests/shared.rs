@@ -442,27 +442,6 @@ fn a_stream_stalled_downstream_does_not_stop_the_others() {
 
 const RSS_CHILD_ENV: &str = "U2NETMATTE_SHARED_RSS_CHILD";
 
-/// Peak RSS (KiB) of a process that runs `streams` 640x480 streams, each
-/// element in the shared session or each with its own.
-fn peak_rss_kib(streams: usize, shared: bool) -> u64 {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "shared_rss_child", "--ignored", "--nocapture"])
-        .env(RSS_CHILD_ENV, format!("{streams}:{shared}"))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child {streams}:{shared} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("peak-rss-kib="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak-rss-kib line in:\n{stdout}"))
-}
-
 /// Run by [`four_shared_streams_take_the_memory_of_about_one`] in a
 /// process of its own.
 #[test]
@@ -482,23 +461,14 @@ fn shared_rss_child() {
         })
         .collect();
     run_pipeline(&parse_pipeline(&desc.join("  ")), Duration::from_secs(600)).unwrap();
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .to_string();
-    println!("peak-rss-kib={hwm}");
+    print_peak_rss();
 }
 
 #[test]
 fn four_shared_streams_take_the_memory_of_about_one() {
     let _serial = serial();
-    let one = peak_rss_kib(1, false);
-    let four_shared = peak_rss_kib(4, true);
+    let one = child_peak_rss_kib("shared_rss_child", RSS_CHILD_ENV, "1:false");
+    let four_shared = child_peak_rss_kib("shared_rss_child", RSS_CHILD_ENV, "4:true");
     println!(
         "peak RSS, 640x480 streams: one element {} MiB, four sharing a session {} MiB",
         one / 1024,

@@ -87,59 +87,33 @@ fn nick<E: glib::value::ToValue>(value: E) -> String {
         .map_or_else(|| "?".to_string(), |(_, v)| v.nick().to_string())
 }
 
+/// How one property of a [`ModelKey`] is written on a launch line.
+type Spelling = fn(&ModelKey) -> String;
+
 /// The settings of `wanted` that differ from the `running` session's, as
 /// `property=wanted (the session has: running)`; None if they agree.
 pub(super) fn differences(running: &ModelKey, wanted: &ModelKey) -> Option<String> {
-    let size = |s: Option<u32>| s.map_or("0".to_string(), |s| s.to_string());
-    let library = |l: &Option<String>| l.clone().unwrap_or_else(|| "(unset)".into());
-    let mut diffs = Vec::new();
-    if running.path != wanted.path {
-        diffs.push(format!(
-            "model={} (the session has {})",
-            wanted.path.display(),
-            running.path.display()
-        ));
-    }
-    if running.provider != wanted.provider {
-        diffs.push(format!(
-            "provider={} (the session has {})",
-            nick(wanted.provider),
-            nick(running.provider)
-        ));
-    }
-    if running.device_id != wanted.device_id {
-        diffs.push(format!(
-            "device-id={} (the session has {})",
-            wanted.device_id, running.device_id
-        ));
-    }
-    if running.gpu_memory_limit_mib != wanted.gpu_memory_limit_mib {
-        diffs.push(format!(
-            "gpu-memory-limit={} (the session has {})",
-            wanted.gpu_memory_limit_mib, running.gpu_memory_limit_mib
-        ));
-    }
-    if running.conv_search != wanted.conv_search {
-        diffs.push(format!(
-            "cudnn-conv-search={} (the session has {})",
-            nick(wanted.conv_search),
-            nick(running.conv_search)
-        ));
-    }
-    if running.ort_library != wanted.ort_library {
-        diffs.push(format!(
-            "ort-library={} (the session has {})",
-            library(&wanted.ort_library),
-            library(&running.ort_library)
-        ));
-    }
-    if running.inference_size != wanted.inference_size {
-        diffs.push(format!(
-            "inference-size={} (the session has {})",
-            size(wanted.inference_size),
-            size(running.inference_size)
-        ));
-    }
+    // Each property of the key, spelt as on a launch line.
+    let spellings: [(&str, Spelling); 7] = [
+        ("model", |k| k.path.display().to_string()),
+        ("provider", |k| nick(k.provider)),
+        ("device-id", |k| k.device_id.to_string()),
+        ("gpu-memory-limit", |k| k.gpu_memory_limit_mib.to_string()),
+        ("cudnn-conv-search", |k| nick(k.conv_search)),
+        ("ort-library", |k| {
+            k.ort_library.clone().unwrap_or_else(|| "(unset)".into())
+        }),
+        ("inference-size", |k| {
+            k.inference_size.map_or("0".to_string(), |s| s.to_string())
+        }),
+    ];
+    let diffs: Vec<String> = spellings
+        .iter()
+        .filter_map(|(property, spell)| {
+            let (has, wants) = (spell(running), spell(wanted));
+            (has != wants).then(|| format!("{property}={wants} (the session has {has})"))
+        })
+        .collect();
     (!diffs.is_empty()).then(|| diffs.join(", "))
 }
 

@@ -472,3 +472,40 @@ pub fn loaded_provider() -> String {
         .provider()
         .to_string()
 }
+
+/// Runs the ignored test `child` of this test binary alone in a process of
+/// its own, with `env=value`, and returns the peak RSS (KiB) it printed as
+/// `peak-rss-kib=` (see [`print_peak_rss`]): the process's peak is then the
+/// child's alone.
+pub fn child_peak_rss_kib(child: &str, env: &str, value: &str) -> u64 {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", child, "--ignored", "--nocapture"])
+        .env(env, value)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child {child} with {env}={value} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib="))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no peak-rss-kib line in:\n{stdout}"))
+}
+
+/// In a child of [`child_peak_rss_kib`]: prints this process's peak RSS.
+pub fn print_peak_rss() {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .expect("VmHWM in /proc/self/status")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .to_string();
+    println!("peak-rss-kib={hwm}");
+}
