@@ -83,13 +83,16 @@ motorcycle_left.png:db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd4
 rocket.jpg:c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c"
 
 # Real clips (decoded by gst-libav): tree.avi is Cinepak 320x240 at 15 fps,
-# 68 frames; vtest.avi is 768x576 at 10 fps, 795 frames, people walking.
+# 68 frames; vtest.avi is 768x576 at 10 fps, 795 frames, people walking;
+# Megamind.avi is 720x528 at 24 fps, 270 frames of an animated film (the
+# playback tests play it against the clock).
 CLIPS_DEB_VERSION=4.6.0+dfsg-12
 CLIPS_DEB=opencv-doc_${CLIPS_DEB_VERSION}_all.deb
 CLIPS_DEB_SHA256=4b12681df35878207ac7097dc66184b2ae552e4bf4ddd2af04a0f03ed0b8682a
 CLIPS_PREFIX=usr/share/doc/opencv-doc/examples/data
 CLIPS="tree.avi:4666099d0f704e310047b2f0a5ec9f936cb76a7271de9a2e70a0c57f82ac82dc
-vtest.avi:45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf"
+vtest.avi:45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf
+Megamind.avi:0057387cb7e75c8fd1663b62cfdc51fa53f527795d0fe3c1fea2fd159d3130b5"
 
 # The oldest Rust that builds the crate (Cargo.toml's rust-version).
 RUST_MIN=1.92

@@ -18,6 +18,7 @@ pub mod image_view;
 pub mod matte;
 pub mod model;
 pub mod prep;
+pub mod priority;
 pub mod resample;
 pub mod runtime;
 pub mod temporal;

@@ -110,9 +110,9 @@ pub struct Matter {
     resizer: Lanczos3,
     /// The full-size mask, for the RGBA modes.
     mask: Vec<u8>,
-    /// The blurred frame and the blur's scratch, for `Mode::Blur`.
+    /// The blurred frame and the blur's tools, for `Mode::Blur`.
     blurred: Vec<u8>,
-    blur_scratch: Vec<u8>,
+    blurrer: crate::blur::Blurrer,
 }
 
 impl Matter {
@@ -163,34 +163,39 @@ impl Matter {
         let scaled = StridedImageMut::<U8>::new(&mut mask, w, h, w as usize)
             .map_err(MatteError::from)
             .and_then(|mut dst| self.scale_mask(small_mask, small_size, &mut dst));
-        if scaled.is_ok() {
+        let applied = scaled.and_then(|()| {
             match mode {
                 Mode::Alpha => set_alpha(&mask, out),
-                Mode::Blur => self.blur_background(&mask, out, composite.blur_radius),
+                Mode::Blur => return self.blur_background(&mask, out, composite.blur_radius),
                 _ if composite.feather > 0.0 => feather_background(&mask, out, composite),
                 _ => fill_background(&mask, out, composite),
             }
-        }
+            Ok(())
+        });
         self.mask = mask;
-        scaled
+        applied
     }
 
     /// Blends `out` over a blurred copy of itself by `mask`; opaque.
-    fn blur_background(&mut self, mask: &[u8], out: OutFrame, radius: u32) {
+    fn blur_background(
+        &mut self,
+        mask: &[u8],
+        out: OutFrame,
+        radius: u32,
+    ) -> Result<(), MatteError> {
         use rayon::prelude::*;
         let (w, h) = (out.width as usize, out.height as usize);
         if w == 0 || out.stride == 0 {
-            return;
+            return Ok(());
         }
-        crate::blur::blur_rgba(
+        if let Err(e) = self.blurrer.blur(
             out.data,
-            w,
-            h,
-            out.stride,
+            (w, h, out.stride),
             radius as usize,
             &mut self.blurred,
-            &mut self.blur_scratch,
-        );
+        ) {
+            return Err(MatteError::Resize(e.to_string()));
+        }
         out.data
             .par_chunks_mut(out.stride)
             .zip(mask.par_chunks(w))
@@ -209,6 +214,7 @@ impl Matter {
                     d[3] = 255;
                 }
             });
+        Ok(())
     }
 
     /// Scales a model-size mask to `dst`'s size with Lanczos3.

@@ -407,6 +407,8 @@ impl Worker {
     }
 
     fn run(mut self) {
+        // The model runs below the streaming threads (crate::priority).
+        crate::priority::lower_this_thread();
         self.warm_up();
         while let Some(batch) = self.next_batch() {
             self.run_batch(batch);

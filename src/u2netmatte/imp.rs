@@ -256,8 +256,13 @@ impl U2NetMatte {
                 conv_search: key.conv_search.into(),
             },
         };
-        let model = Model::load(&runtime, &key.path, &options)
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
+        // ONNX Runtime's threads, made with the session, run below the
+        // streaming threads (crate::priority).
+        let model = crate::priority::on_inference_priority(|| {
+            Model::load(&runtime, &key.path, &options).map_err(|e| e.to_string())
+        })
+        .and_then(|loaded| loaded)
+        .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
         if let Some(reason) = model.fallback_reason() {
             gst::warning!(
                 CAT,
@@ -489,6 +494,13 @@ impl ObjectSubclass for U2NetMatte {
             .pad_template("src")
             .expect("src template is registered");
         let srcpad = gst::Pad::builder_from_template(&templ)
+            .event_function(|pad, parent, event| {
+                U2NetMatte::catch_panic_pad_function(
+                    parent,
+                    || false,
+                    |imp| imp.src_event(pad, event),
+                )
+            })
             .query_function(|pad, parent, query| {
                 U2NetMatte::catch_panic_pad_function(
                     parent,
@@ -827,6 +839,12 @@ impl ElementImpl for U2NetMatte {
             gst::StateChange::ReadyToNull => self.unload(),
             gst::StateChange::ReadyToPaused if result.is_err() => self.stop_stream(),
             gst::StateChange::NullToReady if result.is_err() => self.unload(),
+            // Deadlines follow the clock only while it runs for us.
+            gst::StateChange::PausedToPlaying => {
+                self.recheck_synced();
+                self.shared.cond.notify_all()
+            }
+            gst::StateChange::PlayingToPaused => self.shared.cond.notify_all(),
             _ => {}
         }
         result

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Liveness and latency: whether upstream is live, how long frames may wait
-//! for their batch, and the LATENCY answer, re-announced when it changes.
+//! Liveness, latency and keeping up: whether upstream is live, how long
+//! frames may wait for their batch, the LATENCY answer (re-announced when
+//! it changes), the clock that deadlines follow, and QoS from a
+//! synchronised sink, which makes a played stream keep up as a live one.
 
 use std::time::{Duration, Instant};
 
@@ -8,12 +10,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 
 use super::imp::{CAT, U2NetMatte, lock};
-use super::latency::{batch_wait, initial_processing, keep_up_budget};
+use super::latency::{KEEP_UP_LONGEST_WAIT, batch_wait, initial_processing, keep_up_budget};
+use super::state::State;
 use crate::engine::Policy;
-
-/// The longest a LATENCY query waits for the engine's warm-up to time a
-/// frame (it is normally done, or one frame away, when a pipeline asks).
-const WARM_UP_WAIT: Duration = Duration::from_secs(30);
 
 impl U2NetMatte {
     /// Asks upstream once per stream whether it is live.
@@ -122,33 +121,134 @@ impl U2NetMatte {
         }
     }
 
-    /// The first processing budget, from the engine's warm-up.
-    fn estimate_processing(&self) {
-        if !self.shared.lock().latency.processing.is_zero() {
-            return;
-        }
-        let Some(engine) = lock(&self.loaded).as_ref().map(|l| l.engine.clone()) else {
-            return;
-        };
-        let Ok(Some(frame_time)) = engine.frame_time(WARM_UP_WAIT) else {
-            return;
-        };
-        let mut state = self.shared.lock();
-        if let Some(config) = state.config
-            && state.latency.processing.is_zero()
-        {
+    /// The time of one warm frame, if the engine has measured it (never
+    /// waits for it).
+    fn frame_time(&self) -> Option<Duration> {
+        let engine = lock(&self.loaded).as_ref().map(|l| l.engine.clone())?;
+        engine.frame_time(Duration::ZERO).ok().flatten()
+    }
+
+    /// The first processing budget, from the engine's timed warm frame,
+    /// without waiting for it (no query or state change waits for a model
+    /// run): until the model is timed, the budget is provisional (keeping
+    /// up: the most it can be; otherwise none, raised as batches are
+    /// timed), and it is settled, and re-announced if it changed, once the
+    /// time is known (the sink pad asks again with each frame).
+    pub(super) fn settle_latency(&self) {
+        let frame_time = self.frame_time();
+        let changed = {
+            let mut state = self.shared.lock();
+            let Some(config) = state.config else { return };
+            if !state.latency_provisional && !state.latency.processing.is_zero() {
+                return;
+            }
+            let before = state.latency;
             if state.keeps_up() {
-                let (wait, processing) = keep_up_budget(frame_time);
+                let (wait, processing) = keep_up_budget(frame_time.unwrap_or(KEEP_UP_LONGEST_WAIT));
                 state.latency.leave_after = wait;
                 state.latency.processing = processing;
                 // Frames that came before the budget was known get their
                 // deadline too: none may hold up the ones behind it.
                 state.set_deadlines(wait);
                 self.shared.cond.notify_all();
-            } else {
-                state.latency.processing = initial_processing(frame_time, config.batch_size);
+            } else if let Some(frame_time) = frame_time {
+                state.latency.processing = state
+                    .latency
+                    .processing
+                    .max(initial_processing(frame_time, config.batch_size));
             }
+            state.latency_provisional = frame_time.is_none();
+            state.live == Some(true) && state.latency_answered.is_some() && before != state.latency
+        };
+        if changed {
+            self.announce_latency();
         }
+    }
+
+    /// Where running time 0 falls on this process's clock, while the
+    /// element is PLAYING with a clock.
+    pub(super) fn clock_origin(&self) -> Option<Instant> {
+        let obj = self.obj();
+        if obj.current_state() != gst::State::Playing {
+            return None;
+        }
+        let clock = obj.clock()?;
+        let base = obj.base_time()?;
+        let (clock_now, now) = (clock.time(), Instant::now());
+        if clock_now >= base {
+            now.checked_sub((clock_now - base).into())
+        } else {
+            now.checked_add((base - clock_now).into())
+        }
+    }
+
+    /// Looks downstream once per stream for a sink that synchronises to the
+    /// clock and sends QoS (a video sink does; appsink and fakesink do not
+    /// unless told).
+    pub(super) fn check_synced(&self) {
+        if self.shared.lock().synced.is_none() {
+            self.ask_synced();
+        }
+    }
+
+    /// PAUSED->PLAYING: looks again (the pipeline may have been linked
+    /// since).
+    pub(super) fn recheck_synced(&self) {
+        if self.shared.lock().synced == Some(false) {
+            self.ask_synced();
+        }
+    }
+
+    fn ask_synced(&self) {
+        let live = self.shared.lock().live;
+        let synced = live == Some(false) && sink_reports_lateness(&self.srcpad);
+        gst::debug!(
+            CAT,
+            imp = self,
+            "the sink syncs to the clock with QoS: {synced}"
+        );
+        self.set_synced(synced);
+    }
+
+    /// A stream that is not live, into a sink that synchronises to the
+    /// clock, keeps up with it (`keep-up`): frames leave in time to be
+    /// rendered, with their own mask or the newest one.
+    fn set_synced(&self, synced: bool) {
+        let frame_time = self.frame_time();
+        {
+            let mut state = self.shared.lock();
+            if state.synced == Some(synced) {
+                return;
+            }
+            state.synced = Some(synced);
+            if !state.keeps_up() || state.live == Some(true) {
+                return;
+            }
+            state.frame_time = state.frame_time.or(frame_time);
+            gst::info!(
+                CAT,
+                imp = self,
+                "a sink synchronises to the clock: keeping up with it, {:?} ahead",
+                State::look_ahead_for(state.frame_time)
+            );
+        }
+        self.update_timing();
+        // More frames may come in, and the queued ones have deadlines now.
+        self.shared.cond.notify_all();
+    }
+
+    /// QoS from downstream: a sink synchronises to the clock and reports
+    /// lateness (found here even where no sink could be seen downstream,
+    /// past a tee). A stream that is not live keeps up with it
+    /// (`keep-up`), and the event goes no further: upstream would drop
+    /// frames to catch up, and they would be lost, while keeping up makes
+    /// them come in time. True if taken.
+    pub(super) fn keep_up_with_qos(&self) -> bool {
+        if self.shared.lock().live != Some(false) {
+            return false;
+        }
+        self.set_synced(true);
+        self.shared.lock().keeps_up()
     }
 
     /// Answers a LATENCY query: upstream's, plus ours.
@@ -160,12 +260,13 @@ impl U2NetMatte {
         let (live, min, max) = upstream.result();
         self.set_live(live);
         if live {
-            self.estimate_processing();
+            self.settle_latency();
         }
         let own = {
             let mut state = self.shared.lock();
             if live {
                 state.latency_answered.get_or_insert_with(Instant::now);
+                state.upstream_latency = Some(min.into());
             }
             state.latency.own()
         };
@@ -178,4 +279,48 @@ impl U2NetMatte {
         q.set(live, min + own, max.map(|m| m + own));
         true
     }
+}
+
+/// Whether the stream from `pad` reaches a sink that syncs to the clock
+/// and sends QoS: follows it downstream, into and out of bins, through
+/// elements with one src pad (where it forks, a tee, it cannot tell).
+fn sink_reports_lateness(pad: &gst::Pad) -> bool {
+    use gst_base::prelude::*;
+    let Some(mut next) = pad.peer() else {
+        return false;
+    };
+    // Bounded: a pipeline is not this deep, and a loop must not hang.
+    for _ in 0..64 {
+        // Into a bin: its ghost pad's target.
+        while let Some(target) = next
+            .downcast_ref::<gst::GhostPad>()
+            .and_then(|ghost| ghost.target())
+        {
+            next = target;
+        }
+        // Out of a bin: from the ghost pad's inner side to its peer.
+        if let Some(ghost) = next
+            .parent()
+            .and_then(|p| p.downcast::<gst::GhostPad>().ok())
+        {
+            let Some(peer) = ghost.peer() else {
+                return false;
+            };
+            next = peer;
+            continue;
+        }
+        let Some(element) = next.parent_element() else {
+            return false;
+        };
+        if let Some(sink) = element.downcast_ref::<gst_base::BaseSink>() {
+            return sink.is_sync() && sink.property::<bool>("qos");
+        }
+        let src_pads = element.src_pads();
+        let [src] = src_pads.as_slice() else {
+            return false;
+        };
+        let Some(peer) = src.peer() else { return false };
+        next = peer;
+    }
+    false
 }

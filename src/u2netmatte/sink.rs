@@ -39,6 +39,7 @@ impl U2NetMatte {
             state.in_info = None;
             state.out_info = None;
             state.live = None;
+            state.synced = None;
         }
         Ok(())
     }
@@ -49,6 +50,7 @@ impl U2NetMatte {
         buffer: gst::Buffer,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.check_live();
+        self.check_synced();
         let smoothing = lock(&self.settings).temporal_smoothing;
         let (config, client, in_info, out_info) = {
             let mut state = self.shared.lock();
@@ -138,6 +140,11 @@ impl U2NetMatte {
         };
         state.superseded(&replaced);
         let caps_generation = state.caps_generation;
+        let running_time = state
+            .segment
+            .as_ref()
+            .zip(pts)
+            .and_then(|(segment, pts)| segment.to_running_time(pts));
         state.jobs.insert(
             job,
             JobInfo {
@@ -153,6 +160,8 @@ impl U2NetMatte {
         state.push_frame(PendingFrame {
             job: Some(job),
             pts,
+            running_time,
+            caps_generation,
             buffer: prepared,
             out_info,
             arrived,
@@ -167,7 +176,12 @@ impl U2NetMatte {
             batch_started: None,
             mask_ready: None,
         });
+        let provisional = state.latency_provisional;
         self.shared.cond.notify_all();
+        drop(state);
+        if provisional {
+            self.settle_latency();
+        }
         Ok(gst::FlowSuccess::Ok)
     }
 
@@ -188,6 +202,7 @@ impl U2NetMatte {
                     let mut state = self.shared.lock();
                     state.eos = false;
                     state.live = None;
+                    state.synced = None;
                     state.clear();
                     std::mem::take(&mut state.kept_sticky)
                 };
@@ -240,6 +255,10 @@ impl U2NetMatte {
                     let mut state = self.shared.lock();
                     if event.type_() == gst::EventType::StreamStart {
                         state.eos = false;
+                    }
+                    if let gst::EventView::Segment(s) = event.view() {
+                        // Running times (deadlines) of the frames after it.
+                        state.segment = s.segment().downcast_ref::<gst::ClockTime>().cloned();
                     }
                     let downstream_eos = state.srcresult == Err(gst::FlowError::Eos);
                     if downstream_eos {

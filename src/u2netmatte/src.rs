@@ -72,20 +72,35 @@ impl U2NetMatte {
 
     /// Waits for the next item that may leave and pushes it.
     fn push_next(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let item = {
+        let item = loop {
+            // Read before the state lock: it takes the element's.
+            let clock_origin = self.clock_origin();
             let mut state = self.shared.lock();
-            loop {
-                state.srcresult?;
-                match state.pop_ready(Instant::now()) {
-                    Next::Ready(item) => {
-                        state.pushing = true;
-                        break item;
+            state.srcresult?;
+            state.clock_origin = clock_origin;
+            match state.pop_ready(Instant::now()) {
+                Next::Ready(item) => {
+                    if let (Item::Frame(f), Some(origin)) = (&item, clock_origin)
+                        && let Some(rt) = f.running_time
+                    {
+                        let render = origin + Duration::from(rt);
+                        let now = Instant::now();
+                        gst::log!(
+                            CAT,
+                            imp = self,
+                            "frame {:?}: own mask {}, {} ms before its render time, mask age {:?}",
+                            f.pts,
+                            f.own_mask,
+                            render.saturating_duration_since(now).as_millis() as i64
+                                - now.saturating_duration_since(render).as_millis() as i64,
+                            f.mask_age
+                        );
                     }
-                    Next::WaitUntil(deadline) => {
-                        state = self.shared.wait_until(state, deadline);
-                    }
-                    Next::Wait => state = self.shared.wait(state),
+                    state.pushing = true;
+                    break item;
                 }
+                Next::WaitUntil(deadline) => drop(self.shared.wait_until(state, deadline)),
+                Next::Wait => drop(self.shared.wait(state)),
             }
         };
         // Room for the sink pad.
@@ -258,6 +273,31 @@ impl U2NetMatte {
             pad.stop_task()?;
         }
         Ok(())
+    }
+
+    pub(super) fn src_event(&self, pad: &gst::Pad, event: gst::Event) -> bool {
+        gst::log!(CAT, obj = pad, "handling {event:?}");
+        match event.view() {
+            gst::EventView::Qos(_) if self.keep_up_with_qos() => true,
+            gst::EventView::Reconfigure(_) => {
+                self.restart_if_not_linked();
+                gst::Pad::event_default(pad, Some(&*self.obj()), event)
+            }
+            _ => gst::Pad::event_default(pad, Some(&*self.obj()), event),
+        }
+    }
+
+    /// Downstream asks for a renegotiation (RECONFIGURE), e.g. the src pad
+    /// linked again after the task stopped on NOT_LINKED: the task starts
+    /// again, as GstQueue's does, and the frames still queued go out.
+    fn restart_if_not_linked(&self) {
+        if self.shared.lock().srcresult != Err(gst::FlowError::NotLinked) {
+            return;
+        }
+        gst::debug!(CAT, imp = self, "linked again: restarting the task");
+        if let Err(e) = self.start_task() {
+            gst::error!(CAT, imp = self, "failed to restart the task: {e}");
+        }
     }
 
     pub(super) fn src_query(&self, pad: &gst::Pad, query: &mut gst::QueryRef) -> bool {

@@ -4,11 +4,14 @@
 //! the engine's thread fills in masks, the src pad's task takes them in the
 //! same order and pushes. One Condvar wakes whoever waits on it.
 //!
-//! A live stream that keeps up (`keep-up`) does not make its frames wait
-//! for their own masks: the model runs on the newest frame whenever it is
-//! free (a newer frame replaces one still waiting for the model), and a
-//! frame leaves with its own mask, or at its deadline (or at once, when it
-//! will get none) with the newest mask there is.
+//! A stream that keeps up (`keep-up`: a live one, or a played one whose
+//! synchronised sink sends QoS) does not make its frames wait for their
+//! own masks: the model runs on the newest frame whenever it is free (a
+//! newer frame replaces one still waiting for the model), and a frame
+//! leaves with its own mask, or at its deadline (or at once, when it will
+//! get none) with the newest mask there is. Deadlines follow the clock: a
+//! frame leaves in time for its sink to render it at its running time
+//! (plus the pipeline's latency when live).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -19,12 +22,19 @@ use crate::matte::Mode;
 use crate::model::ProviderUsed;
 use crate::temporal::TemporalSmoother;
 
-use super::latency::Latency;
+use super::latency::{COMPOSE_ALLOWANCE, Latency};
 
-/// Keeping up, how much of a live source the element takes in before its
-/// first mask, and the most frames of one window it holds.
+/// Keeping up, how much of a source the element takes in before its first
+/// mask (or before it knows how long a model run takes), and the most
+/// frames of one window it holds.
 const START_UP_WINDOW: Duration = Duration::from_secs(2);
 const MAX_WINDOW_FRAMES: usize = 120;
+/// Keeping up, the most bytes of frames the element holds (beyond two
+/// batches, which it always may): the RGBA modes hold each frame's colours
+/// (a 4K frame is 33 MB), mask mode only timestamps and metas.
+pub const MAX_HELD_BYTES: usize = 256 << 20;
+/// What a frame held in mask mode costs, for [`MAX_HELD_BYTES`].
+const MASK_MODE_FRAME_BYTES: usize = 1024;
 
 /// What stays fixed from READY->PAUSED to PAUSED->READY.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,6 +55,11 @@ pub struct PendingFrame {
     /// Its model run; None when a newer frame took its place (keep-up).
     pub job: Option<JobId>,
     pub pts: Option<gst::ClockTime>,
+    /// Its running time in its segment: when a synchronised sink renders it
+    /// (plus the pipeline's latency).
+    pub running_time: Option<gst::ClockTime>,
+    /// The caps it came under: masks are not lent across a caps change.
+    pub caps_generation: u64,
     /// The RGBA modes: the output buffer, already holding the frame's
     /// colours, timestamps and metas. Mask mode: a buffer without memory
     /// that carries the timestamps, flags and metas. Either way upstream's
@@ -53,7 +68,9 @@ pub struct PendingFrame {
     pub out_info: gst_video::VideoInfo,
     /// When the frame reached the sink pad.
     pub arrived: Instant,
-    /// Keep-up: when it leaves with the newest mask if its own is not in.
+    /// Keep-up: when it leaves with the newest mask if its own is not in,
+    /// counted from its arrival (where the clock cannot tell: no running
+    /// time, or not PLAYING).
     pub leave_by: Option<Instant>,
     pub prepare_time: Duration,
     /// Set by the engine, or from the newest mask when it leaves without
@@ -111,6 +128,7 @@ pub struct JobInfo {
 pub struct NewestMask {
     pub job: JobId,
     pub pts: Option<gst::ClockTime>,
+    pub caps_generation: u64,
     pub mask: Arc<Mask>,
     /// The run that made it.
     pub run: RunFigures,
@@ -138,7 +156,24 @@ pub struct State {
     pub out_info: Option<gst_video::VideoInfo>,
     /// Whether upstream is live; None until asked in this stream.
     pub live: Option<bool>,
+    /// Whether a sink downstream synchronises to the clock (it answers a
+    /// LATENCY query as live, or sends QoS); None until asked in this
+    /// stream. A stream that is not live then keeps up with the clock too
+    /// (keep-up): frames leave in time for their sink.
+    pub synced: Option<bool>,
+    /// The model's time for a frame, as of its last run for this stream.
+    pub frame_time: Option<Duration>,
+    /// The segment of the frames arriving now.
+    pub segment: Option<gst::FormattedSegment<gst::ClockTime>>,
+    /// Where running time 0 falls on this process's clock while PLAYING
+    /// (None otherwise); refreshed by the src pad's task.
+    pub clock_origin: Option<Instant>,
+    /// Live: upstream's minimum latency, from the last LATENCY answer.
+    pub upstream_latency: Option<Duration>,
     pub latency: Latency,
+    /// The latency answered before the model's time was known (a guess,
+    /// replaced and re-announced once it is).
+    pub latency_provisional: bool,
     /// When a live pipeline first had the LATENCY answer: frames that came
     /// before (the first ones, while sinks preroll and the model warms up)
     /// were held by no promise.
@@ -169,7 +204,13 @@ impl Default for State {
             in_info: None,
             out_info: None,
             live: None,
+            synced: None,
+            frame_time: None,
+            segment: None,
+            clock_origin: None,
+            upstream_latency: None,
             latency: Latency::default(),
+            latency_provisional: false,
             latency_answered: None,
             kept_sticky: Vec::new(),
             stats: BatchStats::default(),
@@ -202,15 +243,70 @@ impl State {
         self.items.push_back(Item::Event(event));
     }
 
-    /// Whether frames leave without waiting for their own masks.
+    /// Whether frames leave by a deadline without waiting for their own
+    /// masks.
     pub fn keeps_up(&self) -> bool {
-        self.live == Some(true) && self.config.is_some_and(|c| c.keep_up)
+        (self.live == Some(true) || self.synced == Some(true))
+            && self.config.is_some_and(|c| c.keep_up)
+    }
+
+    /// Keeping up, when a frame still waiting for its own mask leaves with
+    /// the newest one: in time for the sink to render it (its running time,
+    /// plus the pipeline's latency when live, less the time to compose and
+    /// push it); where the clock cannot tell, `wait` after it arrived.
+    pub fn deadline(&self, frame: &PendingFrame) -> Option<Instant> {
+        if !self.keeps_up() {
+            return frame.leave_by;
+        }
+        let latency = if self.live == Some(true) {
+            // Unknown until the pipeline has asked and the model was timed.
+            let known = !self.latency.leave_after.is_zero();
+            match self.upstream_latency {
+                Some(upstream) if known => Some(upstream + self.latency.own()),
+                _ => None,
+            }
+        } else {
+            Some(Duration::ZERO)
+        };
+        let clocked = match (self.clock_origin, frame.running_time, latency) {
+            (Some(origin), Some(running_time), Some(latency)) => {
+                let render = origin + Duration::from(running_time) + latency;
+                Some(render.checked_sub(COMPOSE_ALLOWANCE).unwrap_or(render))
+            }
+            _ => None,
+        };
+        clocked.or(frame.leave_by)
+    }
+
+    /// The mask a frame without its own may borrow: the newest of the same
+    /// caps (another scene's mask would cut out the wrong shape); a frame
+    /// that will never get its own takes a later scene's rather than wait
+    /// forever.
+    fn loan_for(&self, frame: &PendingFrame) -> Option<NewestMask> {
+        self.newest
+            .as_ref()
+            .filter(|n| {
+                n.caps_generation == frame.caps_generation
+                    || (frame.job.is_none() && n.caps_generation > frame.caps_generation)
+            })
+            .cloned()
+    }
+
+    /// Keeping up a stream that is not live, how far ahead of the sink the
+    /// element holds frames: so that the model, run on the newest one, has
+    /// its mask in before that frame is due (one run with margin, plus the
+    /// time to compose and push).
+    pub fn look_ahead_for(frame_time: Option<Duration>) -> Duration {
+        frame_time.map_or(START_UP_WINDOW, |t| {
+            (t.mul_f64(1.5) + COMPOSE_ALLOWANCE).min(START_UP_WINDOW)
+        })
     }
 
     /// The most frames the sink pad lets in before it waits: two batches
     /// (one running, one filling); keeping up, also every frame that may
-    /// arrive while one waits for its deadline, so that a live source is
-    /// never held back.
+    /// arrive while one waits for its deadline (live: one latency, so that
+    /// the source is never held back; played: the look-ahead), within
+    /// [`MAX_HELD_BYTES`].
     pub fn frame_limit(&self) -> usize {
         let Some(config) = self.config else { return 1 };
         let batches = 2 * config.batch_size;
@@ -223,42 +319,54 @@ impl State {
             .map(|i| i.fps())
             .filter(|f| f.numer() > 0 && f.denom() > 0)
             .map(|f| Duration::from_secs_f64(f64::from(f.denom()) / f64::from(f.numer())));
-        // Until the latency is known, the first mask is still to come (the
-        // model warming up): take the frames of a start-up window rather
-        // than hold a live source back (its frames would come late).
-        let window = match self.latency.own() {
-            d if d.is_zero() => START_UP_WINDOW,
-            d => d,
+        let window = if self.live == Some(true) {
+            // Until the latency is known, the first mask is still to come
+            // (the model warming up): take the frames of a start-up window
+            // rather than hold a live source back (its frames would come
+            // late).
+            match self.latency.own() {
+                d if d.is_zero() => START_UP_WINDOW,
+                d => d,
+            }
+        } else {
+            Self::look_ahead_for(self.frame_time)
         };
         let in_window = match frame {
             Some(frame) => (window.as_secs_f64() / frame.as_secs_f64()).ceil() as usize,
             None => 30,
         };
-        batches + in_window.min(MAX_WINDOW_FRAMES) + 2
+        let by_time = batches + in_window.min(MAX_WINDOW_FRAMES) + 2;
+        let frame_bytes = match (config.mode, &self.out_info) {
+            (Mode::Mask, _) | (_, None) => MASK_MODE_FRAME_BYTES,
+            (_, Some(info)) => info.size().max(1),
+        };
+        by_time.min((MAX_HELD_BYTES / frame_bytes).max(batches))
     }
 
     /// Takes the next item if it may leave: an event, a frame whose mask
     /// is there, or (keep-up) a frame that is due or will get no mask of
     /// its own, with the newest mask.
     pub fn pop_ready(&mut self, now: Instant) -> Next {
-        let newest = self.newest.clone();
-        let Some(front) = self.items.front_mut() else {
-            return Next::Wait;
-        };
-        if let Item::Frame(f) = front
-            && f.mask.is_none()
-        {
-            let (Some(newest), due) = (
-                newest,
-                f.job.is_none() || f.leave_by.is_some_and(|t| t <= now),
-            ) else {
-                return Next::Wait;
-            };
-            if !due {
-                return f.leave_by.map_or(Next::Wait, Next::WaitUntil);
+        let loan = match self.items.front() {
+            None => return Next::Wait,
+            Some(Item::Frame(f)) if f.mask.is_none() => {
+                let deadline = self.deadline(f);
+                let Some(newest) = self.loan_for(f) else {
+                    return Next::Wait;
+                };
+                if f.job.is_some() && deadline.is_none_or(|t| t > now) {
+                    return deadline.map_or(Next::Wait, Next::WaitUntil);
+                }
+                Some(newest)
             }
+            Some(_) => None,
+        };
+        if let (Some(newest), Some(Item::Frame(f))) = (loan, self.items.front_mut()) {
+            // Played ahead, the newest mask may be a later frame's.
             f.mask_age = match (f.pts, newest.pts) {
-                (Some(this), Some(that)) => this.saturating_sub(that).into(),
+                (Some(this), Some(that)) => {
+                    Duration::from_nanos(this.nseconds().abs_diff(that.nseconds()))
+                }
                 _ => Duration::ZERO,
             };
             f.mask = Some(Ok(newest.mask));
@@ -280,6 +388,9 @@ impl State {
         let Some(info) = self.jobs.remove(&delivery.job) else {
             return false;
         };
+        if delivery.result.is_ok() {
+            self.frame_time = Some(delivery.inference);
+        }
         let result = delivery.result.map(|mut mask| {
             if smoothing > 0.0 {
                 if info.caps_generation != self.smoothed_generation {
@@ -300,6 +411,7 @@ impl State {
             self.newest = Some(NewestMask {
                 job: delivery.job,
                 pts: info.pts,
+                caps_generation: info.caps_generation,
                 mask: mask.clone(),
                 run: RunFigures {
                     batch: delivery.batch,
@@ -364,6 +476,8 @@ impl State {
         self.stats = BatchStats::default();
         self.jobs.clear();
         self.smoother.reset();
+        // The frames after a flush (a seek) are of another scene.
+        self.newest = None;
     }
 
     /// True when nothing is queued or being pushed.
@@ -412,6 +526,8 @@ mod tests {
         PendingFrame {
             job: Some(job),
             pts: Some(gst::ClockTime::from_mseconds(pts_ms)),
+            running_time: Some(gst::ClockTime::from_mseconds(pts_ms)),
+            caps_generation: 0,
             buffer: gst::Buffer::new(),
             out_info: gst_video::VideoInfo::builder(gst_video::VideoFormat::Gray8, 4, 4)
                 .build()
