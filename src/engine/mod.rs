@@ -89,7 +89,6 @@ struct Running {
     clients: HashSet<u64>,
     /// Clients that no longer want their frames in it (flushed, gone).
     cancelled: HashSet<u64>,
-    control: Option<RunControl>,
 }
 
 struct State {
@@ -98,6 +97,9 @@ struct State {
     next_job: JobId,
     next_batch: u64,
     running: Option<Running>,
+    /// The control of the model run in progress (a warm-up run or a piece
+    /// of a batch), where a flush and the shutdown find it.
+    run_control: Option<RunControl>,
     /// Time of one warm frame; None until measured.
     frame_time: Option<Duration>,
     /// The runner moved (CUDA to the CPU): `frame_time` stands until the
@@ -122,7 +124,7 @@ impl State {
         {
             running.cancelled.insert(client);
             if running.clients.is_subset(&running.cancelled)
-                && let Some(control) = &running.control
+                && let Some(control) = &self.run_control
             {
                 control.stop();
             }
@@ -168,6 +170,7 @@ impl Engine {
                 next_job: 1,
                 next_batch: 0,
                 running: None,
+                run_control: None,
                 frame_time: None,
                 frame_time_stale: false,
                 failure: None,
@@ -246,7 +249,8 @@ impl Drop for Engine {
         {
             let mut state = self.shared.lock();
             state.shutdown = true;
-            if let Some(control) = state.running.as_ref().and_then(|r| r.control.as_ref()) {
+            // Also a warm-up run: nothing else would stop it.
+            if let Some(control) = &state.run_control {
                 control.stop();
             }
             self.shared.cond.notify_all();
@@ -414,24 +418,40 @@ impl Worker {
     }
 
     /// One blank frame to set the runtime up; a second, timed, when no
-    /// frame is waiting (otherwise the first real frame is timed).
+    /// frame is waiting (otherwise the first real frame is timed). Each
+    /// run's control is where the shutdown stops it: ONNX Runtime's first
+    /// run can take seconds, and an element going to NULL waits for it.
     fn warm_up(&mut self) {
         for timed in [false, true] {
-            if timed
-                && self
-                    .shared
-                    .lock()
-                    .clients
-                    .values()
-                    .any(|c| !c.queue.jobs.is_empty())
-            {
-                return;
-            }
+            let control = {
+                let mut state = self.shared.lock();
+                if state.shutdown
+                    || (timed && state.clients.values().any(|c| !c.queue.jobs.is_empty()))
+                {
+                    return;
+                }
+                match self.runner.control() {
+                    Ok(control) => {
+                        state.run_control = Some(control.clone());
+                        control
+                    }
+                    Err(e) => {
+                        state.failure = Some(EngineError::Model(e));
+                        self.shared.cond.notify_all();
+                        return;
+                    }
+                }
+            };
             self.input.clear();
             self.input.resize(self.shared.frame_len, 0.0);
             let start = Instant::now();
-            let result = self.guarded_run(1);
+            let result = self.guarded_run_with(1, &control);
             let mut state = self.shared.lock();
+            state.run_control = None;
+            if state.shutdown {
+                // Stopped by the shutdown: not the model's failure.
+                return;
+            }
             self.note_provider(&mut state);
             match result {
                 Ok(_) if timed => state.frame_time = Some(start.elapsed()),
@@ -495,7 +515,6 @@ impl Worker {
                     state.running = Some(Running {
                         clients: batch.jobs.iter().map(|(c, _)| *c).collect(),
                         cancelled: HashSet::new(),
-                        control: None,
                     });
                     return Some(batch);
                 }
@@ -554,8 +573,8 @@ impl Worker {
                     continue;
                 }
                 let control = self.runner.control();
-                if let (Some(running), Ok(control)) = (state.running.as_mut(), &control) {
-                    running.control = Some(control.clone());
+                if let Ok(control) = &control {
+                    state.run_control = Some(control.clone());
                 }
                 control
             };
@@ -572,9 +591,7 @@ impl Worker {
             let inference = start.elapsed() / this_piece.len() as u32;
 
             let mut state = self.shared.lock();
-            if let Some(running) = state.running.as_mut() {
-                running.control = None;
-            }
+            state.run_control = None;
             if self.note_provider(&mut state) {
                 // This run's time holds the failed run and the new
                 // session's set-up: the next run is timed instead (the old
@@ -645,11 +662,6 @@ impl Worker {
         state.provider = now;
         state.fallback_reason = self.runner.fallback_reason();
         true
-    }
-
-    fn guarded_run(&mut self, batch: usize) -> Result<(u32, u32), EngineError> {
-        let control = self.runner.control()?;
-        self.guarded_run_with(batch, &control)
     }
 
     /// Runs `batch` frames of `self.input`; returns the masks' (width,

@@ -572,6 +572,32 @@ fn a_larger_batch_that_fails_on_cuda_moves_the_stream_to_the_cpu_with_its_frames
     );
 }
 
+#[test]
+fn dropping_the_engine_stops_its_warm_up_runs() {
+    // The blank first run, then the timed second.
+    for runs_done in [0, 1] {
+        let gate = Arc::new(Gate::default());
+        let runner = FakeRunner {
+            gate: Some(gate.clone()),
+            ..fake(1, Duration::ZERO)
+        };
+        let (runs, stops_seen) = (runner.runs.clone(), runner.stops_seen.clone());
+        gate.open(runs_done);
+        let engine = Engine::start(Box::new(runner)).unwrap();
+        runs.wait_for(runs_done + 1);
+        // The run would wait 60 s at the gate: only a stop ends it sooner.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            drop(engine);
+            let _ = tx.send(());
+        });
+        rx.recv_timeout(BOUND)
+            .unwrap_or_else(|_| panic!("dropped within 10 s, warm-up run {}", runs_done + 1));
+        assert_eq!(*stops_seen.lock().unwrap(), 1);
+        assert_eq!(runs.get().len(), runs_done + 1);
+    }
+}
+
 /// The real model made to run a whole batch in one run (on the CPU it
 /// runs frame by frame), its runs logged.
 struct WholeBatches {
