@@ -7,6 +7,7 @@
 //! and runs that must not end by themselves wait at a [`Gate`]. Timeouts
 //! only bound a failure.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use super::*;
@@ -17,6 +18,8 @@ use crate::prep::{Frame, PixelLayout, Preparer};
 const PANIC: f32 = -1.0;
 /// ... or fail.
 const FAIL: f32 = -2.0;
+/// ... or write one mask byte fewer than its frames need.
+const SHORT: f32 = -3.0;
 
 /// How long a test waits for something that must happen.
 const BOUND: Duration = Duration::from_secs(10);
@@ -112,6 +115,8 @@ struct FakeRunner {
     /// to the CPU, which runs them (as `provider=auto` does).
     cuda_runs_up_to: Option<usize>,
     fallback_reason: Option<String>,
+    /// Once set, asking where the runner runs panics (outside any run).
+    provider_panics: Arc<AtomicBool>,
 }
 
 fn fake(piece: usize, delay: Duration) -> FakeRunner {
@@ -125,6 +130,7 @@ fn fake(piece: usize, delay: Duration) -> FakeRunner {
         provider: ProviderUsed::Cpu,
         cuda_runs_up_to: None,
         fallback_reason: None,
+        provider_panics: Default::default(),
     }
 }
 
@@ -138,6 +144,9 @@ impl Runner for FakeRunner {
     }
 
     fn provider(&self) -> ProviderUsed {
+        if self.provider_panics.load(Ordering::SeqCst) {
+            panic!("stand-in panic outside the run");
+        }
         self.provider
     }
 
@@ -193,6 +202,9 @@ impl Runner for FakeRunner {
                 return Err(ModelError::Run("stand-in failure".into()));
             }
             masks.extend_from_slice(&[frame[0] as u8; 2]);
+        }
+        if input[..4 * batch].chunks_exact(4).any(|f| f[0] == SHORT) {
+            masks.pop();
         }
         Ok((1, 2))
     }
@@ -596,6 +608,79 @@ fn dropping_the_engine_stops_its_warm_up_runs() {
         assert_eq!(*stops_seen.lock().unwrap(), 1);
         assert_eq!(runs.get().len(), runs_done + 1);
     }
+}
+
+#[test]
+fn a_panic_while_slicing_masks_fails_every_frame_of_its_batch_and_the_next_batch_runs() {
+    let f = engine(64, 1);
+    let (c, rx) = client(&f, 3, 60_000);
+    let ids = [submit(&c, 1.0), submit(&c, SHORT), submit(&c, 3.0)];
+    // 5 mask bytes for 3 frames of 2: the third frame's slice is out of range.
+    let panicked =
+        EngineError::Panicked("range end index 6 out of range for slice of length 5".into());
+    for id in ids {
+        let d = next(&rx);
+        assert_eq!((d.job, d.result), (id, Err(panicked.clone())));
+        assert_eq!(d.batch.frames, 3);
+    }
+    for v in 4..=6 {
+        submit(&c, v as f32);
+    }
+    for v in 4..=6 {
+        assert_eq!(mask_value(&next(&rx)), v);
+    }
+    assert_eq!(f.runs.get(), [3, 3]);
+}
+
+#[test]
+fn a_delivery_callback_that_panics_keeps_no_other_client_from_its_masks() {
+    let f = engine(64, 1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let a = f.engine.client(
+        Policy {
+            batch_size: 2,
+            wait: Duration::from_secs(60),
+        },
+        Arc::new(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            panic!("stand-in panic in a delivery");
+        }),
+    );
+    let (b, rx_b) = client(&f, 2, 60_000);
+    // a's frame comes first in each run, so its callback is called first.
+    for v in [2, 3] {
+        submit(&a, 1.0);
+        submit(&b, v as f32);
+        assert_eq!(mask_value(&next(&rx_b)), v);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(f.runs.get(), [2, 2]);
+}
+
+#[test]
+fn a_panic_that_ends_the_thread_fails_every_queued_frame_and_every_later_submit() {
+    let gate = Arc::new(Gate::default());
+    let runner = FakeRunner {
+        gate: Some(gate.clone()),
+        ..fake(1, Duration::ZERO)
+    };
+    let (runs, panics) = (runner.runs.clone(), runner.provider_panics.clone());
+    let engine = Engine::start(Box::new(runner)).unwrap();
+    runs.wait_for(1);
+    let (c, rx) = client_of(&engine, 1, 0);
+    let queued = [submit(&c, 1.0), submit(&c, 2.0)];
+    // The warm-up then asks where its run went: outside any batch's guard.
+    panics.store(true, Ordering::SeqCst);
+    gate.open(1);
+    let ended = EngineError::Panicked("stand-in panic outside the run".into());
+    for id in queued {
+        let d = next(&rx);
+        assert_eq!((d.job, d.result), (id, Err(ended.clone())));
+    }
+    assert_eq!(engine.frame_time(BOUND), Err(ended.clone()));
+    assert_eq!(c.submit(c.take_tensor()), Err(ended));
+    assert_eq!(runs.get(), [1]);
 }
 
 /// The real model made to run a whole batch in one run (on the CPU it
