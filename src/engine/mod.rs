@@ -13,6 +13,13 @@
 //! Delivery callbacks run on the engine's thread with no engine lock held,
 //! so a callback may take its own locks, and a client may call into the
 //! engine while holding them: the lock order is always client, then engine.
+//!
+//! The thread is shared by every stream, so no panic may end it quietly: a
+//! panic in a run or around it (cutting masks, delivering) fails the frames
+//! of its batch not delivered yet, one in a client's callback is that
+//! client's, and should the thread end anyway, every queued frame and every
+//! later submit fails. Dropping the engine stops the run under way, warm-up
+//! runs included, before it joins the thread.
 
 pub mod batcher;
 
@@ -89,7 +96,6 @@ struct Running {
     clients: HashSet<u64>,
     /// Clients that no longer want their frames in it (flushed, gone).
     cancelled: HashSet<u64>,
-    control: Option<RunControl>,
 }
 
 struct State {
@@ -98,6 +104,9 @@ struct State {
     next_job: JobId,
     next_batch: u64,
     running: Option<Running>,
+    /// The control of the model run in progress (a warm-up run or a piece
+    /// of a batch), where a flush and the shutdown find it.
+    run_control: Option<RunControl>,
     /// Time of one warm frame; None until measured.
     frame_time: Option<Duration>,
     /// The runner moved (CUDA to the CPU): `frame_time` stands until the
@@ -122,7 +131,7 @@ impl State {
         {
             running.cancelled.insert(client);
             if running.clients.is_subset(&running.cancelled)
-                && let Some(control) = &running.control
+                && let Some(control) = &self.run_control
             {
                 control.stop();
             }
@@ -168,6 +177,7 @@ impl Engine {
                 next_job: 1,
                 next_batch: 0,
                 running: None,
+                run_control: None,
                 frame_time: None,
                 frame_time_stale: false,
                 failure: None,
@@ -182,7 +192,16 @@ impl Engine {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name("u2netmatte-inference".into())
-            .spawn(move || Worker::new(thread_shared, runner).run())?;
+            .spawn(move || {
+                let worker = Worker::new(thread_shared.clone(), runner);
+                // Whatever ends the thread before its shutdown (a panic that
+                // got past the batch's guard), no stream may wait for it.
+                let ended = match std::panic::catch_unwind(AssertUnwindSafe(|| worker.run())) {
+                    Ok(()) => EngineError::Stopped,
+                    Err(panic) => EngineError::Panicked(panic_message(&*panic)),
+                };
+                fail_everything(&thread_shared, ended);
+            })?;
         Ok(Self {
             shared,
             thread: Some(thread),
@@ -246,7 +265,8 @@ impl Drop for Engine {
         {
             let mut state = self.shared.lock();
             state.shutdown = true;
-            if let Some(control) = state.running.as_ref().and_then(|r| r.control.as_ref()) {
+            // Also a warm-up run: nothing else would stop it.
+            if let Some(control) = &state.run_control {
                 control.stop();
             }
             self.shared.cond.notify_all();
@@ -416,24 +436,40 @@ impl Worker {
     }
 
     /// One blank frame to set the runtime up; a second, timed, when no
-    /// frame is waiting (otherwise the first real frame is timed).
+    /// frame is waiting (otherwise the first real frame is timed). Each
+    /// run's control is where the shutdown stops it: ONNX Runtime's first
+    /// run can take seconds, and an element going to NULL waits for it.
     fn warm_up(&mut self) {
         for timed in [false, true] {
-            if timed
-                && self
-                    .shared
-                    .lock()
-                    .clients
-                    .values()
-                    .any(|c| !c.queue.jobs.is_empty())
-            {
-                return;
-            }
+            let control = {
+                let mut state = self.shared.lock();
+                if state.shutdown
+                    || (timed && state.clients.values().any(|c| !c.queue.jobs.is_empty()))
+                {
+                    return;
+                }
+                match self.runner.control() {
+                    Ok(control) => {
+                        state.run_control = Some(control.clone());
+                        control
+                    }
+                    Err(e) => {
+                        state.failure = Some(EngineError::Model(e));
+                        self.shared.cond.notify_all();
+                        return;
+                    }
+                }
+            };
             self.input.clear();
             self.input.resize(self.shared.frame_len, 0.0);
             let start = Instant::now();
-            let result = self.guarded_run(1);
+            let result = self.guarded_run_with(1, &control);
             let mut state = self.shared.lock();
+            state.run_control = None;
+            if state.shutdown {
+                // Stopped by the shutdown: not the model's failure.
+                return;
+            }
             self.note_provider(&mut state);
             match result {
                 Ok(_) if timed => state.frame_time = Some(start.elapsed()),
@@ -460,14 +496,17 @@ impl Worker {
                 let provider = state.provider;
                 drop(state);
                 for (deliver, job, share) in failed {
-                    deliver(Delivery {
-                        job,
-                        result: Err(error.clone()),
-                        batch: share,
-                        batch_started: Instant::now(),
-                        inference: Duration::ZERO,
-                        provider,
-                    });
+                    deliver_guarded(
+                        &deliver,
+                        Delivery {
+                            job,
+                            result: Err(error.clone()),
+                            batch: share,
+                            batch_started: Instant::now(),
+                            inference: Duration::ZERO,
+                            provider,
+                        },
+                    );
                 }
                 state = self.shared.lock();
                 if state.clients.values().all(|c| c.queue.jobs.is_empty()) && !state.shutdown {
@@ -497,7 +536,6 @@ impl Worker {
                     state.running = Some(Running {
                         clients: batch.jobs.iter().map(|(c, _)| *c).collect(),
                         cancelled: HashSet::new(),
-                        control: None,
                     });
                     return Some(batch);
                 }
@@ -529,10 +567,29 @@ impl Worker {
         }
     }
 
+    /// Runs `batch`, each of its frames delivered once or dropped for its
+    /// client. A panic outside the model run (which `guarded_run_with`
+    /// catches closer) fails the frames not delivered yet, and the thread
+    /// goes on with the next batch: it is shared by every stream.
+    fn run_batch(&mut self, batch: Batch) {
+        let mut progress = Progress {
+            shares: client_shares(&batch),
+            started: batch.started,
+            pending: batch.jobs.iter().map(|(c, j)| (j.id, *c)).collect(),
+        };
+        let run =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.run_pieces(batch, &mut progress)));
+        if let Err(panic) = run {
+            self.fail_pending(&progress, EngineError::Panicked(panic_message(&*panic)));
+        }
+        let mut state = self.shared.lock();
+        state.running = None;
+        state.run_control = None;
+    }
+
     /// Runs `batch` in the runner's preferred pieces, delivering each
     /// piece's masks as soon as they are ready.
-    fn run_batch(&mut self, batch: Batch) {
-        let shares = client_shares(&batch);
+    fn run_pieces(&mut self, batch: Batch, progress: &mut Progress) {
         let piece = self.runner.preferred_piece(batch.jobs.len()).max(1);
         let mut jobs = batch.jobs.into_iter().peekable();
         while jobs.peek().is_some() {
@@ -549,6 +606,7 @@ impl Worker {
                     .into_iter()
                     .partition(|(c, _)| cancelled.contains(c) || state.shutdown);
                 for (_, job) in dropped {
+                    progress.pending.remove(&job.id);
                     state.recycle(job.tensor);
                 }
                 this_piece = kept;
@@ -556,8 +614,8 @@ impl Worker {
                     continue;
                 }
                 let control = self.runner.control();
-                if let (Some(running), Ok(control)) = (state.running.as_mut(), &control) {
-                    running.control = Some(control.clone());
+                if let Ok(control) = &control {
+                    state.run_control = Some(control.clone());
                 }
                 control
             };
@@ -574,9 +632,7 @@ impl Worker {
             let inference = start.elapsed() / this_piece.len() as u32;
 
             let mut state = self.shared.lock();
-            if let Some(running) = state.running.as_mut() {
-                running.control = None;
-            }
+            state.run_control = None;
             if self.note_provider(&mut state) {
                 // This run's time holds the failed run and the new
                 // session's set-up: the next run is timed instead (the old
@@ -602,6 +658,7 @@ impl Worker {
                 let deliver = state.clients.get(&client).map(|c| c.deliver.clone());
                 state.recycle(job.tensor);
                 let (Some(deliver), true) = (deliver, wanted) else {
+                    progress.pending.remove(&job.id);
                     continue;
                 };
                 let result = match &result {
@@ -614,7 +671,10 @@ impl Worker {
                         })
                     }
                     // A stopped run only ever held cancelled frames.
-                    Err(EngineError::Model(ModelError::Interrupted)) => continue,
+                    Err(EngineError::Model(ModelError::Interrupted)) => {
+                        progress.pending.remove(&job.id);
+                        continue;
+                    }
                     Err(e) => Err(e.clone()),
                 };
                 deliveries.push((
@@ -622,8 +682,8 @@ impl Worker {
                     Delivery {
                         job: job.id,
                         result,
-                        batch: shares[&client],
-                        batch_started: batch.started,
+                        batch: progress.shares[&client],
+                        batch_started: progress.started,
                         inference,
                         provider,
                     },
@@ -631,10 +691,42 @@ impl Worker {
             }
             drop(state);
             for (deliver, delivery) in deliveries {
-                deliver(delivery);
+                progress.pending.remove(&delivery.job);
+                deliver_guarded(&deliver, delivery);
             }
         }
-        self.shared.lock().running = None;
+    }
+
+    /// After a panic in `run_batch`: the frames it had not delivered yet
+    /// get `error`, unless their client no longer wants them.
+    fn fail_pending(&self, progress: &Progress, error: EngineError) {
+        let (failed, provider) = {
+            let state = self.shared.lock();
+            let cancelled = state.running.as_ref().map(|r| &r.cancelled);
+            let failed: Vec<_> = progress
+                .pending
+                .iter()
+                .filter(|(_, client)| !cancelled.is_some_and(|c| c.contains(client)))
+                .filter_map(|(job, client)| {
+                    let deliver = state.clients.get(client)?.deliver.clone();
+                    Some((deliver, *job, *progress.shares.get(client)?))
+                })
+                .collect();
+            (failed, state.provider)
+        };
+        for (deliver, job, share) in failed {
+            deliver_guarded(
+                &deliver,
+                Delivery {
+                    job,
+                    result: Err(error.clone()),
+                    batch: share,
+                    batch_started: progress.started,
+                    inference: Duration::ZERO,
+                    provider,
+                },
+            );
+        }
     }
 
     /// Records where the runner runs after a run; true when that changed
@@ -647,11 +739,6 @@ impl Worker {
         state.provider = now;
         state.fallback_reason = self.runner.fallback_reason();
         true
-    }
-
-    fn guarded_run(&mut self, batch: usize) -> Result<(u32, u32), EngineError> {
-        let control = self.runner.control()?;
-        self.guarded_run_with(batch, &control)
     }
 
     /// Runs `batch` frames of `self.input`; returns the masks' (width,
@@ -676,6 +763,50 @@ impl Worker {
             Ok(Err(e)) => Err(EngineError::Model(e)),
             Err(panic) => Err(EngineError::Panicked(panic_message(&*panic))),
         }
+    }
+}
+
+/// What is left to deliver of the batch that runs.
+struct Progress {
+    shares: BTreeMap<u64, BatchShare>,
+    started: Instant,
+    /// Its frames neither delivered nor dropped yet: job -> client.
+    pending: BTreeMap<JobId, u64>,
+}
+
+/// Calls a client's callback. A panic in it is that client's: the thread
+/// goes on, and the other clients get their masks.
+fn deliver_guarded(deliver: &DeliverFn, delivery: Delivery) {
+    let _ = std::panic::catch_unwind(AssertUnwindSafe(|| deliver(delivery)));
+}
+
+/// The engine's thread has ended before its shutdown: every queued frame
+/// fails with `error`, and so does every later submit, so that no stream
+/// waits for a thread that is gone.
+fn fail_everything(shared: &Shared, error: EngineError) {
+    let mut state = shared.lock();
+    if state.shutdown {
+        return;
+    }
+    let error = state.failure.get_or_insert(error).clone();
+    state.running = None;
+    state.run_control = None;
+    let failed = take_all(&mut state);
+    let provider = state.provider;
+    shared.cond.notify_all();
+    drop(state);
+    for (deliver, job, share) in failed {
+        deliver_guarded(
+            &deliver,
+            Delivery {
+                job,
+                result: Err(error.clone()),
+                batch: share,
+                batch_started: Instant::now(),
+                inference: Duration::ZERO,
+                provider,
+            },
+        );
     }
 }
 
