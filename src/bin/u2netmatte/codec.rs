@@ -68,14 +68,21 @@ impl OutputPicture<'_> {
 }
 
 /// Encodes `pic` to `dest`, through a temporary file in the same folder that
-/// is renamed when complete: no half-written output is ever left.
+/// is renamed when complete: no half-written output is ever left. The
+/// temporary file must be new: a file already there under that name (another
+/// run's, or anyone's) is never truncated nor removed.
 pub fn write(pic: &OutputPicture, format: Format, dest: &Path) -> Result<(), String> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let name = dest
         .file_name()
         .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
     let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
-    let result = encode(pic, format, &tmp)
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let result = encode(pic, format, file)
         .and_then(|()| std::fs::rename(&tmp, dest).map_err(|e| e.to_string()));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -83,8 +90,7 @@ pub fn write(pic: &OutputPicture, format: Format, dest: &Path) -> Result<(), Str
     result
 }
 
-fn encode(pic: &OutputPicture, format: Format, path: &Path) -> Result<(), String> {
-    let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
+fn encode(pic: &OutputPicture, format: Format, file: std::fs::File) -> Result<(), String> {
     let mut w = BufWriter::new(file);
     let gray = pic.channels == 1;
     let (w_, h_) = (pic.width, pic.height);
@@ -127,4 +133,44 @@ fn encode(pic: &OutputPicture, format: Format, path: &Path) -> Result<(), String
     }
     .map_err(|e| e.to_string())?;
     w.flush().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temporary_name_already_taken_is_left_alone() {
+        let dir = std::env::temp_dir().join(format!("u2m-codec-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("a.png");
+        let tmp = dir.join(format!(".a.png.{}.part", std::process::id()));
+        std::fs::write(&tmp, b"someone else's").unwrap();
+        let data = [7u8; 4 * 3 * 2];
+        let pic = OutputPicture {
+            width: 3,
+            height: 2,
+            channels: 4,
+            data: &data,
+            stride: 12,
+        };
+        let err = write(&pic, Format::Png, &dest).unwrap_err();
+        assert!(
+            err.contains("cannot create") && err.contains("exists"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(&tmp).unwrap(), b"someone else's");
+        assert!(!dest.exists());
+
+        std::fs::remove_file(&tmp).unwrap();
+        write(&pic, Format::Png, &dest).unwrap();
+        let img = image::open(&dest).unwrap().to_rgba8();
+        assert_eq!(
+            (img.width(), img.height(), img.get_pixel(2, 1).0),
+            (3, 2, [7; 4])
+        );
+        assert!(!tmp.exists());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -4,8 +4,9 @@
 //! Files are decoded on every core, pushed through the u2netmatte element in
 //! batches (`appsrc ! u2netmatte ! appsink`, frames of any size sharing a
 //! batch), and encoded on every core again. Each output is written under a
-//! temporary name and renamed when complete. A file that cannot be read is
-//! reported and skipped; the exit code says whether everything succeeded.
+//! temporary name and renamed when complete; no input is ever an output. A
+//! file that cannot be read is reported and skipped; the exit code says
+//! whether everything succeeded (see `EXIT_CODES`).
 
 mod codec;
 mod inputs;
@@ -25,6 +26,9 @@ pub enum Mode {
     Composite,
     /// The soft mask, grayscale.
     Mask,
+    /// Opaque RGBA: the subject as it is over its background blurred
+    /// (--blur-radius).
+    Blur,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,15 +58,23 @@ impl Format {
     }
 }
 
+const EXIT_CODES: &str = "Exit codes:
+  0  every input was written
+  1  some inputs could not be read or written (each is named); the others were written
+  2  bad arguments, or a fatal error (such as a model that cannot load or run); when
+     it came after some files were written, it says how many, and names each input
+     left undone";
+
 /// Removes the background of photos with U2Net (U2NetP by default), as
 /// `rembg p` or u2net-fast's batch_remove_background do.
 #[derive(Debug, Parser)]
-#[command(name = "u2netmatte", version, about)]
+#[command(name = "u2netmatte", version, about, after_help = EXIT_CODES)]
 pub struct Args {
     /// Image files or folders of images (png, jpg, jpeg, webp, bmp).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Folder to write the results to (created if needed).
+    /// Folder to write the results to (created if needed); not an input
+    /// folder, and no result may take an input's name.
     #[arg(short, long)]
     pub output: PathBuf,
     /// Model: an .onnx path or a name (u2netp, u2net, u2net_human_seg, silueta, ...).
@@ -74,16 +86,35 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Mode::Alpha)]
     pub mode: Mode,
     /// --mode composite keeps pixels whose mask is above this (0..1).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
     pub threshold: f64,
+    /// --mode composite: width of the soft edge around --threshold (0..1 of
+    /// the mask's range); 0: a hard cut.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_unit)]
+    pub feather: f64,
     /// --mode composite background, as 0xAARRGGBB (or AARRGGBB).
     #[arg(long, default_value = "0x00000000", value_parser = parse_argb)]
     pub fill_color: u32,
+    /// --mode blur: how far (pixels) the background is blurred (1..256).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub blur_radius: u32,
+    /// Run the model at this square size instead of its own (0), 32..2048:
+    /// faster on a CPU, coarser masks; outputs keep their size.
+    #[arg(long, default_value_t = 0, value_parser = parse_inference_size)]
+    pub inference_size: u32,
+    /// The longest (ms, 0..60000) a photo waits for its batch to fill; 0:
+    /// no wait, the model takes what is decoded whenever it is free.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=60_000))]
+    pub batch_timeout: u32,
     #[arg(long, value_enum, default_value_t = Provider::Auto)]
     pub provider: Provider,
     /// CUDA device.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..))]
     pub device_id: i32,
+    /// libonnxruntime to load (default: $ORT_DYLIB_PATH, else the copy
+    /// beside the plugin or the project's, else the system's).
+    #[arg(long)]
+    pub ort_library: Option<PathBuf>,
     #[arg(short, long, value_enum, default_value_t = Format::Png)]
     pub format: Format,
     /// Threads decoding and encoding files (default: every core).
@@ -102,12 +133,26 @@ fn parse_argb(s: &str) -> Result<u32, String> {
     u32::from_str_radix(hex, 16).map_err(|e| format!("'{s}' is not a 0xAARRGGBB colour: {e}"))
 }
 
+fn parse_unit(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        Ok(_) => Err(format!("{s} is not within 0..1")),
+        Err(e) => Err(format!("'{s}' is not a number: {e}")),
+    }
+}
+
+fn parse_inference_size(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(v) if v == 0 || (32..=2048).contains(&v) => Ok(v),
+        Ok(_) => Err(format!(
+            "{s} is not 0 (the model's own size) nor within 32..2048"
+        )),
+        Err(e) => Err(format!("'{s}' is not a size: {e}")),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
-    if !(0.0..=1.0).contains(&args.threshold) {
-        eprintln!("error: --threshold {} is not within 0..1", args.threshold);
-        return ExitCode::from(2);
-    }
     if args.format == Format::Jpg && args.mode == Mode::Alpha {
         eprintln!(
             "error: jpg has no alpha channel for a cut-out: use --format png or webp, \
@@ -117,21 +162,32 @@ fn main() -> ExitCode {
     }
     match run::run(&args) {
         Ok(summary) => {
-            for (path, reason) in &summary.failed {
-                eprintln!("skipped {}: {reason}", path.display());
+            // Skipped files were named as they failed: not again here.
+            let failed = if summary.failed.is_empty() {
+                String::new()
+            } else {
+                format!(", {} failed", summary.failed.len())
+            };
+            if let Some(e) = &summary.fatal {
+                eprintln!("error: {e}");
+                eprintln!(
+                    "{} of {} files written to {} before the error{failed}; not done:",
+                    summary.written,
+                    summary.total,
+                    args.output.display(),
+                );
+                for path in &summary.not_done {
+                    eprintln!("  {}", path.display());
+                }
+                return ExitCode::from(2);
             }
             eprintln!(
-                "{} of {} files written to {} in {:.1} s ({:.2} files/s){}",
+                "{} of {} files written to {} in {:.1} s ({:.2} files/s){failed}",
                 summary.written,
                 summary.total,
                 args.output.display(),
                 summary.seconds,
                 summary.written as f64 / summary.seconds.max(1e-9),
-                if summary.failed.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} failed", summary.failed.len())
-                }
             );
             if summary.failed.is_empty() {
                 ExitCode::SUCCESS
