@@ -328,3 +328,65 @@ fn property_values_out_of_range_are_refused() {
     assert_eq!(m.property::<f64>("threshold"), 0.5);
     assert_eq!(m.property::<i32>("device-id"), 0);
 }
+
+#[test]
+fn ready_only_properties_set_while_playing_are_refused_with_a_warning() {
+    let warnings = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = warnings.clone();
+    // Setting a property logs: the element's category exists after it.
+    let el = element(&[
+        ("batch-size", 3u32.to_value()),
+        ("provider", "cpu".to_value()),
+    ]);
+    el.set_property("name", "ready-only");
+    let category = gst::DebugCategory::get("u2netmatte").expect("the element's category");
+    let threshold = category.threshold();
+    category.set_threshold(gst::DebugLevel::Warning.max(threshold));
+    gst::log::set_active(true);
+    let function = gst::log::add_log_function(move |category, level, _, _, _, object, message| {
+        if category.name() == "u2netmatte"
+            && level == gst::DebugLevel::Warning
+            && object.is_some_and(|o| o.to_string().contains("ready-only"))
+            && let Some(text) = message.get()
+            && text.contains("cannot change")
+        {
+            sink.lock().unwrap().push(text.to_string());
+        }
+    });
+    let h = harness_around(el.clone(), false);
+    el.set_property("batch-size", 7u32);
+    el.set_property_from_str("mode", "mask");
+    // Properties that apply at once still do.
+    el.set_property("threshold", 0.25f64);
+    let playing = (
+        el.property::<u32>("batch-size"),
+        glib::EnumValue::from_value(&el.property_value("mode")).map(|(_, v)| v.nick().to_owned()),
+        el.property::<f64>("threshold"),
+    );
+    drop(h);
+    el.set_state(gst::State::Ready).unwrap();
+    el.set_property("batch-size", 5u32);
+    let in_ready = el.property::<u32>("batch-size");
+    el.set_state(gst::State::Null).unwrap();
+    gst::log::remove_log_function(function);
+    category.set_threshold(threshold);
+
+    assert_eq!(playing.0, 3, "batch-size changed while PLAYING");
+    assert_eq!(
+        playing.1.as_deref(),
+        Some("composite"),
+        "mode changed while PLAYING"
+    );
+    assert_eq!(playing.2, 0.25);
+    assert_eq!(in_ready, 5, "batch-size set in READY");
+    let warnings = warnings.lock().unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(
+        warnings[0],
+        "batch-size cannot change in Playing, only in NULL or READY: keeping 3"
+    );
+    assert_eq!(
+        warnings[1],
+        "mode cannot change in Playing, only in NULL or READY: keeping composite"
+    );
+}

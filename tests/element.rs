@@ -170,6 +170,66 @@ fn output_caps_follow_the_mode() {
     }
 }
 
+#[test]
+fn output_caps_keep_interlacing_and_rgb_colorimetry() {
+    init();
+    // RGB with BT.709's transfer: not the RGB default (sRGB).
+    let bt709_rgb = gst_video::VideoColorimetry::new(
+        gst_video::VideoColorRange::Range0_255,
+        gst_video::VideoColorMatrix::Rgb,
+        gst_video::VideoTransferFunction::Bt709,
+        gst_video::VideoColorPrimaries::Bt709,
+    );
+    let info = gst_video::VideoInfo::builder(VideoFormat::Rgbx, 40, 30)
+        .fps(gst::Fraction::new(25, 1))
+        .interlace_mode(gst_video::VideoInterlaceMode::Interleaved)
+        .field_order(gst_video::VideoFieldOrder::TopFieldFirst)
+        .colorimetry(&bt709_rgb)
+        .build()
+        .unwrap();
+    let gray_default = gst_video::VideoInfo::builder(VideoFormat::Gray8, 40, 30)
+        .build()
+        .unwrap()
+        .colorimetry();
+    let scene = scene(40, 30, Shape::Disc, 3);
+    // Video flags (INTERLACED, TFF, RFF) are above the core's: flags()
+    // truncates them, so the test reads the bits.
+    let video_flags = gst_video::VideoBufferFlags::INTERLACED.bits()
+        | gst_video::VideoBufferFlags::TFF.bits()
+        | gst_video::VideoBufferFlags::RFF.bits();
+    let flags = gst::BufferFlags::from_bits_retain(video_flags) | gst::BufferFlags::DISCONT;
+    // SAFETY: reads a field of a buffer that is alive for the call.
+    let bits_of = |b: &gst::Buffer| unsafe { (*b.as_ptr()).mini_object.flags };
+    for (mode, colorimetry) in [
+        ("alpha", bt709_rgb),
+        ("composite", bt709_rgb),
+        // A mask is coverage, not light: GStreamer's GRAY default.
+        ("mask", gray_default),
+    ] {
+        let mut h = harness(&[("batch-size", 1u32.to_value()), ("mode", mode.to_value())]);
+        h.set_src_caps(caps_of(&info));
+        let mut frame = frame_buffer(&scene.rgb, &info);
+        frame.get_mut().unwrap().set_flags(flags);
+        h.push(frame).unwrap();
+        let out = h.pull().unwrap();
+        let caps = h.sinkpad().unwrap().current_caps().expect("output caps");
+        let s = caps.structure(0).unwrap();
+        assert_eq!(
+            s.get::<&str>("interlace-mode"),
+            Ok("interleaved"),
+            "mode={mode}: {caps}"
+        );
+        assert_eq!(
+            s.get::<&str>("field-order"),
+            Ok("top-field-first"),
+            "mode={mode}: {caps}"
+        );
+        let out_info = gst_video::VideoInfo::from_caps(&caps).unwrap();
+        assert_eq!(out_info.colorimetry(), colorimetry, "mode={mode}: {caps}");
+        assert_eq!(bits_of(&out), flags.bits(), "mode={mode}: buffer flags");
+    }
+}
+
 /// Runs one frame through the element in `mode` and returns the output
 /// plane, rows packed.
 fn run_one(rgb: &[u8], info: &gst_video::VideoInfo, props: &[(&str, glib::Value)]) -> Vec<u8> {

@@ -24,8 +24,17 @@ pub const INPUT_FORMATS: [VideoFormat; 10] = [
 
 pub const OUTPUT_FORMATS: [VideoFormat; 2] = [VideoFormat::Rgba, VideoFormat::Gray8];
 
-/// Fields that pass from input caps to output caps unchanged.
-const KEPT_FIELDS: [&str; 4] = ["width", "height", "framerate", "pixel-aspect-ratio"];
+/// Fields that pass from input caps to output caps unchanged: the output
+/// has the input's geometry, timing and fields (its buffer flags are the
+/// input's too).
+const KEPT_FIELDS: [&str; 6] = [
+    "width",
+    "height",
+    "framerate",
+    "pixel-aspect-ratio",
+    "interlace-mode",
+    "field-order",
+];
 
 pub fn layout_of(format: VideoFormat) -> Option<PixelLayout> {
     Some(match format {
@@ -64,11 +73,21 @@ pub fn src_template_caps() -> gst::Caps {
     raw_caps(&OUTPUT_FORMATS)
 }
 
+/// Whether the output keeps the input's colorimetry. The RGBA modes carry
+/// the input's RGB samples (and blends of them), so their transfer and
+/// primaries are the input's. A mask is coverage, not a picture: it takes
+/// GStreamer's GRAY default (full range, no transfer or primaries), so that
+/// no one converts it as if it were light.
+fn keeps_colorimetry(mode: Mode) -> bool {
+    output_format(mode) != VideoFormat::Gray8
+}
+
 /// Maps caps across the element: `to_src` turns input caps into the output
 /// caps they would give (for `mode`), otherwise output caps into the inputs
-/// that could give them. Sizes, framerate and pixel-aspect-ratio pass; the
-/// format is replaced; everything else (colorimetry, chroma-site, ...) does
-/// not apply to the other side and is dropped.
+/// that could give them. Sizes, framerate, pixel-aspect-ratio, interlacing
+/// and (in the RGBA modes) colorimetry pass; the format is replaced;
+/// everything else (chroma-site, ...) does not apply to the other side and
+/// is dropped.
 pub fn transform(caps: &gst::CapsRef, to_src: bool, mode: Mode) -> gst::Caps {
     let formats: Vec<VideoFormat> = if to_src {
         vec![output_format(mode)]
@@ -91,7 +110,8 @@ pub fn transform(caps: &gst::CapsRef, to_src: bool, mode: Mode) -> gst::Caps {
         }
         let mut mapped = gst::Structure::new_empty("video/x-raw");
         mapped.set_value("format", format_field.clone());
-        for field in KEPT_FIELDS {
+        let colorimetry = keeps_colorimetry(mode).then_some("colorimetry");
+        for field in KEPT_FIELDS.into_iter().chain(colorimetry) {
             if let Ok(v) = s.value(field) {
                 mapped.set_value(field, v.clone());
             }
@@ -101,7 +121,8 @@ pub fn transform(caps: &gst::CapsRef, to_src: bool, mode: Mode) -> gst::Caps {
     out
 }
 
-/// The output frame layout for an input frame layout.
+/// The output frame layout for an input frame layout: as [`transform`]
+/// maps caps.
 pub fn output_info(
     input: &gst_video::VideoInfo,
     mode: Mode,
@@ -109,6 +130,9 @@ pub fn output_info(
     gst_video::VideoInfo::builder(output_format(mode), input.width(), input.height())
         .fps(input.fps())
         .par(input.par())
+        .interlace_mode(input.interlace_mode())
+        .field_order(input.field_order())
+        .colorimetry_if(&input.colorimetry(), keeps_colorimetry(mode))
         .build()
 }
 
@@ -145,6 +169,40 @@ mod tests {
             rgba.structure(0).unwrap().get::<&str>("format").unwrap(),
             "RGBA"
         );
+    }
+
+    #[test]
+    fn interlacing_passes_and_colorimetry_only_to_rgba() {
+        init();
+        let input = gst::Caps::builder("video/x-raw")
+            .field("format", "RGB")
+            .field("width", 64)
+            .field("height", 48)
+            .field("interlace-mode", "interleaved")
+            .field("field-order", "top-field-first")
+            .field("colorimetry", "1:1:5:1")
+            .build();
+        for (mode, colorimetry) in [
+            (Mode::Composite, Some("1:1:5:1")),
+            (Mode::Alpha, Some("1:1:5:1")),
+            (Mode::Mask, None),
+        ] {
+            for (caps, to_src) in [(&input, true), (&transform(&input, true, mode), false)] {
+                let out = transform(caps, to_src, mode);
+                let s = out.structure(0).unwrap();
+                assert_eq!(
+                    s.get::<&str>("interlace-mode"),
+                    Ok("interleaved"),
+                    "{mode:?}"
+                );
+                assert_eq!(
+                    s.get::<&str>("field-order"),
+                    Ok("top-field-first"),
+                    "{mode:?}"
+                );
+                assert_eq!(s.get::<&str>("colorimetry").ok(), colorimetry, "{mode:?}");
+            }
+        }
     }
 
     #[test]
@@ -205,5 +263,46 @@ mod tests {
         assert_eq!(out.par(), gst::Fraction::new(4, 3));
         // GStreamer pads GRAY8 rows to 4 bytes: consumers must honour strides.
         assert_eq!(out.stride()[0], 644);
+    }
+
+    #[test]
+    fn output_info_keeps_interlacing_and_rgb_colorimetry() {
+        init();
+        let bt709_rgb = gst_video::VideoColorimetry::new(
+            gst_video::VideoColorRange::Range0_255,
+            gst_video::VideoColorMatrix::Rgb,
+            gst_video::VideoTransferFunction::Bt709,
+            gst_video::VideoColorPrimaries::Bt709,
+        );
+        let input = gst_video::VideoInfo::builder(VideoFormat::Bgrx, 64, 48)
+            .interlace_mode(gst_video::VideoInterlaceMode::Interleaved)
+            .field_order(gst_video::VideoFieldOrder::BottomFieldFirst)
+            .colorimetry(&bt709_rgb)
+            .build()
+            .unwrap();
+        let rgba = output_info(&input, Mode::Alpha).unwrap();
+        assert_eq!(
+            rgba.interlace_mode(),
+            gst_video::VideoInterlaceMode::Interleaved
+        );
+        assert_eq!(
+            rgba.field_order(),
+            gst_video::VideoFieldOrder::BottomFieldFirst
+        );
+        assert_eq!(rgba.colorimetry(), bt709_rgb);
+        let mask = output_info(&input, Mode::Mask).unwrap();
+        assert_eq!(
+            mask.interlace_mode(),
+            gst_video::VideoInterlaceMode::Interleaved
+        );
+        let gray_default = gst_video::VideoInfo::builder(VideoFormat::Gray8, 64, 48)
+            .build()
+            .unwrap()
+            .colorimetry();
+        assert_eq!(mask.colorimetry(), gray_default);
+        assert_eq!(
+            mask.colorimetry().range(),
+            gst_video::VideoColorRange::Range0_255
+        );
     }
 }

@@ -13,10 +13,21 @@ use crate::prep::Preparer;
 /// Output buffer pools kept at once: frames of a few sizes may alternate.
 const MAX_POOLS: usize = 4;
 
-/// Pools of output buffers, one per output frame layout.
+/// Pools of output buffers, one per output frame layout: downstream's
+/// where it proposed one that fits (see `allocation.rs`), else the element's
+/// own, whose buffers have GStreamer's default layout for the caps.
 #[derive(Default)]
 pub struct OutputPools {
-    pools: Vec<(gst_video::VideoInfo, gst::BufferPool)>,
+    pools: Vec<OutputPool>,
+}
+
+struct OutputPool {
+    info: gst_video::VideoInfo,
+    pool: gst::BufferPool,
+    /// Downstream proposed it.
+    downstream: bool,
+    /// Downstream was asked (ALLOCATION) for this layout.
+    decided: bool,
 }
 
 impl Drop for OutputPools {
@@ -27,25 +38,100 @@ impl Drop for OutputPools {
 
 impl OutputPools {
     pub fn acquire(&mut self, info: &gst_video::VideoInfo) -> Result<gst::Buffer, String> {
-        let pool = match self.pools.iter().position(|(i, _)| i == info) {
-            Some(i) => self.pools[i].1.clone(),
-            None => {
-                let pool = new_pool(info)?;
-                if self.pools.len() == MAX_POOLS {
-                    let (_, old) = self.pools.remove(0);
-                    let _ = old.set_active(false);
-                }
-                self.pools.push((info.clone(), pool.clone()));
-                pool
-            }
+        let i = match self.pools.iter().position(|p| &p.info == info) {
+            Some(i) => i,
+            None => self.insert(info.clone(), new_pool(info)?, false, false),
         };
-        pool.acquire_buffer(None)
-            .map_err(|e| format!("could not get an output buffer: {e:?}"))
+        let acquired = self.pools[i].pool.acquire_buffer(None);
+        match acquired {
+            Ok(buffer) => Ok(buffer),
+            // Downstream may have stopped or flushed the pool it lent:
+            // frames go on in the element's own.
+            Err(e) if self.pools[i].downstream => {
+                gst::debug!(
+                    super::imp::CAT,
+                    "downstream's pool gives no buffer ({e:?}): using the element's own"
+                );
+                let pool = new_pool(info)?;
+                self.pools[i].pool = pool.clone();
+                self.pools[i].downstream = false;
+                pool.acquire_buffer(None)
+                    .map_err(|e| format!("could not get an output buffer: {e:?}"))
+            }
+            Err(e) => Err(format!("could not get an output buffer: {e:?}")),
+        }
+    }
+
+    /// Whether downstream is still to be asked for a pool for `info`.
+    pub fn undecided(&self, info: &gst_video::VideoInfo) -> bool {
+        !self.pools.iter().any(|p| &p.info == info && p.decided)
+    }
+
+    /// Lets go of `pool` wherever it serves (a layout of earlier caps), so
+    /// that it can be configured anew.
+    pub fn release(&mut self, pool: &gst::BufferPool) {
+        self.pools.retain(|p| {
+            let kept = &p.pool != pool;
+            if !kept {
+                let _ = p.pool.set_active(false);
+            }
+            kept
+        });
+    }
+
+    /// Frames of `info` take their buffers from `pool` (active, configured
+    /// for `info`) from now on, or from the element's own pool if none.
+    pub fn decide(
+        &mut self,
+        info: &gst_video::VideoInfo,
+        pool: Option<gst::BufferPool>,
+    ) -> Result<(), String> {
+        let own = self
+            .pools
+            .iter()
+            .position(|p| &p.info == info && !p.downstream);
+        match (pool, own) {
+            (None, Some(i)) => self.pools[i].decided = true,
+            (None, None) => {
+                self.insert(info.clone(), new_pool(info)?, false, true);
+            }
+            (Some(pool), _) => {
+                self.pools.retain(|p| {
+                    let kept = &p.info != info;
+                    if !kept && p.pool != pool {
+                        let _ = p.pool.set_active(false);
+                    }
+                    kept
+                });
+                self.insert(info.clone(), pool, true, true);
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(
+        &mut self,
+        info: gst_video::VideoInfo,
+        pool: gst::BufferPool,
+        downstream: bool,
+        decided: bool,
+    ) -> usize {
+        if self.pools.len() == MAX_POOLS {
+            let old = self.pools.remove(0);
+            let _ = old.pool.set_active(false);
+        }
+        self.pools.push(OutputPool {
+            info,
+            pool,
+            downstream,
+            decided,
+        });
+        self.pools.len() - 1
     }
 
     pub fn clear(&mut self) {
-        for (_, pool) in self.pools.drain(..) {
-            let _ = pool.set_active(false);
+        for p in self.pools.drain(..) {
+            let _ = p.pool.set_active(false);
         }
     }
 }
@@ -71,7 +157,8 @@ fn new_pool(info: &gst_video::VideoInfo) -> Result<gst::BufferPool, String> {
 
 /// Timestamps, flags and metas of `from` onto `to`. Metas that describe
 /// memory (GstVideoMeta) or colours (the output has other colours) stay
-/// behind, as videoconvert leaves them.
+/// behind, as videoconvert leaves them; those that `to`'s pool put there
+/// (its own GstVideoMeta: its layout) stay on it.
 fn copy_metadata(from: &gst::BufferRef, to: &mut gst::BufferRef) -> Result<(), String> {
     from.copy_into(
         to,
@@ -81,7 +168,7 @@ fn copy_metadata(from: &gst::BufferRef, to: &mut gst::BufferRef) -> Result<(), S
     .map_err(|e| format!("cannot copy the frame's metadata: {e}"))?;
     let colorspace = gst::glib::Quark::from_str("colorspace");
     to.foreach_meta_mut(|meta| {
-        if meta.has_tag_by_quark(colorspace) {
+        if meta.has_tag_by_quark(colorspace) && !meta.flags().contains(gst::MetaFlags::POOLED) {
             std::ops::ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Remove)
         } else {
             std::ops::ControlFlow::Continue(gst::buffer::BufferMetaForeachAction::Keep)

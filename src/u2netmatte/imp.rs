@@ -708,7 +708,24 @@ impl ObjectImpl for U2NetMatte {
             .expect("a fresh element takes its src pad");
     }
 
-    fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+    fn set_property(&self, id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
+        // A stream takes these at READY->PAUSED; one set later would only
+        // seem to apply. Refused, as GStreamer's elements refuse them.
+        let obj = self.obj();
+        let state = obj.current_state().max(obj.pending_state());
+        if pspec.flags().contains(gst::PARAM_FLAG_MUTABLE_READY) && state > gst::State::Ready {
+            gst::warning!(
+                CAT,
+                imp = self,
+                "{} cannot change in {state:?}, only in NULL or READY: keeping {}",
+                pspec.name(),
+                self.property(id, pspec)
+                    .serialize()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
+            return;
+        }
         let mut s = lock(&self.settings);
         match pspec.name() {
             "model" => {

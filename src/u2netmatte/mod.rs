@@ -4,6 +4,7 @@
 use gst::glib;
 use gst::prelude::*;
 
+mod allocation;
 pub mod caps;
 mod frames;
 mod imp;

@@ -145,6 +145,7 @@ impl U2NetMatte {
         };
         let config = self.shared.lock().config.ok_or(gst::FlowError::Flushing)?;
         let mode = config.mode;
+        super::allocation::decide_once(&self.srcpad, &self.pools, &frame.out_info);
         let started = Instant::now();
         let output = frames::output_of(&self.pools, frame.buffer, &frame.out_info, mode).and_then(
             |mut output| {
