@@ -34,12 +34,15 @@ pub fn lower_this_thread() {
 /// too; returns its result, or the panic's message.
 pub fn on_inference_priority<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
     std::thread::scope(|s| {
-        s.spawn(|| {
-            lower_this_thread();
-            f()
-        })
-        .join()
-        .map_err(|panic| crate::engine::panic_message(&*panic))
+        std::thread::Builder::new()
+            .name("u2netmatte-load".into())
+            .spawn_scoped(s, || {
+                lower_this_thread();
+                f()
+            })
+            .map_err(|e| format!("cannot start a thread: {e}"))?
+            .join()
+            .map_err(|panic| crate::engine::panic_message(&*panic))
     })
 }
 

@@ -47,6 +47,8 @@ struct Played {
     frames_out: usize,
     /// What the sink says it rendered (its `stats`).
     rendered: usize,
+    /// The slowest model run per frame (stats), ms.
+    slowest_frame_ms: f64,
 }
 
 /// Counts the frames reaching `pad` (a sink's) and how late against the
@@ -105,7 +107,7 @@ fn play(pipeline: &gst::Element, sink: &gst::Element, limit: Duration) -> Played
     }
     let started = Instant::now();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let (mut borrowed, mut frames_out) = (0, 0);
+    let (mut borrowed, mut frames_out, mut slowest_frame_ms) = (0, 0, 0f64);
     let deadline = started + limit;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -123,6 +125,9 @@ fn play(pipeline: &gst::Element, sink: &gst::Element, limit: Duration) -> Played
                 {
                     let out = s.get::<u32>("frames-out").unwrap() as usize;
                     frames_out += out;
+                    let frames = f64::from(s.get::<u32>("frames").unwrap().max(1));
+                    slowest_frame_ms =
+                        slowest_frame_ms.max(s.get::<f64>("inference-ms").unwrap() / frames);
                     if s.get::<f64>("mask-age-max-ms").unwrap() > 0.0 {
                         borrowed += 1;
                     }
@@ -143,6 +148,7 @@ fn play(pipeline: &gst::Element, sink: &gst::Element, limit: Duration) -> Played
         borrowed,
         frames_out,
         rendered,
+        slowest_frame_ms,
     }
 }
 
@@ -159,10 +165,13 @@ fn assert_kept_up(what: &str, played: &Played) {
         "{what}: the {CLIP_SECONDS} s clip played in {:.1} s",
         played.seconds
     );
-    assert!(
-        played.borrowed > 0,
-        "{what}: no frame left with another's mask: did the model keep up by itself?"
-    );
+    // A model slower than the frames (U2NetP on a CPU) must have lent masks.
+    if played.slowest_frame_ms > 1000.0 / 23.976 {
+        assert!(
+            played.borrowed > 0,
+            "{what}: no frame left with another's mask"
+        );
+    }
 }
 
 #[test]

@@ -2,8 +2,9 @@
 //! What the pipelines people build around the element do to it: a tee over
 //! a decoder's bounded pool, a pool that upstream cannot grow, properties
 //! set in READY, a batch-timeout with a source that is not live, start-up
-//! and memory that do not grow with the batch size, and a live pipeline
-//! told when the element's latency changes.
+//! and memory that do not grow with the batch size, a live pipeline told
+//! when the element's latency changes and never made to wait for the
+//! model's warm-up, and a src pad linked again after NOT_LINKED.
 
 mod common;
 
@@ -338,5 +339,96 @@ fn a_live_pipeline_hears_when_the_latency_changes() {
         at_5 >= at_10 + gst::ClockTime::from_mseconds(350),
         "{at_10} at 10 fps, {at_5} at 5 fps"
     );
+    pipeline.set_state(gst::State::Null).unwrap();
+}
+
+#[test]
+fn a_latency_query_never_waits_for_the_models_warm_up() {
+    // Live and keeping up, asked at once after start: the answer comes
+    // before the model has run at all (U2NetP's first run takes seconds
+    // here), with the most the budget can be (400 ms to wait for a mask,
+    // 100 ms to compose), settled once the model is timed.
+    let pipeline = parse_pipeline(
+        "appsrc name=src is-live=true format=time \
+         caps=video/x-raw,format=RGB,width=64,height=48,framerate=30/1 ! \
+         u2netmatte name=m mode=mask ! fakesink",
+    );
+    let m = pipeline.by_name("m").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let started = Instant::now();
+    let mut q = gst::query::Latency::new();
+    assert!(m.static_pad("src").unwrap().query(&mut q));
+    let took = started.elapsed();
+    let (live, min, _) = q.result();
+    println!("answered in {took:?}: live {live}, min {min}");
+    assert!(live);
+    // The provisional budget, or (on a machine whose warm-up was done at
+    // once) the settled one: never more.
+    assert!(
+        min > gst::ClockTime::from_mseconds(100) && min <= gst::ClockTime::from_mseconds(500),
+        "{min}"
+    );
+    assert!(
+        took < Duration::from_millis(500),
+        "the answer took {took:?}"
+    );
+    // Down again at once: READY->NULL stops the warm-up rather than wait.
+    let stopping = Instant::now();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let stop = stopping.elapsed();
+    println!("stopped in {stop:?}");
+    assert!(stop < Duration::from_secs(2), "stopping took {stop:?}");
+}
+
+#[test]
+fn a_src_pad_linked_again_after_not_linked_carries_on() {
+    // A tee that allows unlinked branches feeds the element, whose src pad
+    // is linked later: the frames from then on come out, with their
+    // timestamps, instead of a stream dead on NOT_LINKED.
+    init();
+    let pipeline = parse_pipeline(
+        "appsrc name=src format=time \
+         caps=video/x-raw,format=RGB,width=64,height=48,framerate=30/1 ! \
+         tee allow-not-linked=true ! u2netmatte name=m mode=mask batch-size=1",
+    );
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let m = pipeline.by_name("m").unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let info = info(VideoFormat::Rgb, 64, 48);
+    let scene = scene(64, 48, Shape::Disc, 3);
+    let push = |n: u64| {
+        let mut frame = frame_buffer(&scene.rgb, &info);
+        frame
+            .get_mut()
+            .unwrap()
+            .set_pts(gst::ClockTime::from_mseconds(100 * n));
+        src.push_buffer(frame).unwrap();
+    };
+    push(0);
+    // The element's task stops on NOT_LINKED; the tee goes on.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while m.static_pad("src").unwrap().task_state() == gst::TaskState::Started {
+        assert!(Instant::now() < deadline, "the task never met NOT_LINKED");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sink = gst_app::AppSink::builder().sync(false).build();
+    pipeline.add(&sink).unwrap();
+    sink.sync_state_with_parent().unwrap();
+    m.link(&sink).unwrap();
+    for n in 1..4 {
+        push(n);
+    }
+    let mut pts = Vec::new();
+    for _ in 1..4 {
+        let sample = sink
+            .try_pull_sample(gst::ClockTime::from_seconds(60))
+            .expect("a frame after the src pad was linked again");
+        pts.push(sample.buffer().unwrap().pts().unwrap().mseconds());
+    }
+    assert_eq!(pts, [100, 200, 300]);
     pipeline.set_state(gst::State::Null).unwrap();
 }

@@ -12,6 +12,12 @@ use crate::prep::Preparer;
 
 /// Output buffer pools kept at once: frames of a few sizes may alternate.
 const MAX_POOLS: usize = 4;
+/// The most bytes of buffers the element's own pool keeps for reuse; a
+/// burst beyond it (keeping up through a slow start) gets buffers of its
+/// own, freed when done, so that the pool does not keep its peak.
+const MAX_POOLED_BYTES: usize = 128 << 20;
+/// The pool keeps this many whatever their size.
+const MIN_POOLED: u32 = 2;
 
 /// Pools of output buffers, one per output frame layout: downstream's
 /// where it proposed one that fits (see `allocation.rs`), else the element's
@@ -37,28 +43,62 @@ impl Drop for OutputPools {
 }
 
 impl OutputPools {
-    pub fn acquire(&mut self, info: &gst_video::VideoInfo) -> Result<gst::Buffer, String> {
+    /// The pool frames of `info` take their buffers from.
+    fn pool_for(&mut self, info: &gst_video::VideoInfo) -> Result<gst::BufferPool, String> {
         let i = match self.pools.iter().position(|p| &p.info == info) {
             Some(i) => i,
             None => self.insert(info.clone(), new_pool(info)?, false, false),
         };
-        let acquired = self.pools[i].pool.acquire_buffer(None);
+        Ok(self.pools[i].pool.clone())
+    }
+
+    /// An output buffer for a frame of `info`, never waiting: the element
+    /// holds frames (two batches, or a keep-up window) that downstream's
+    /// buffers would not come back from, so when every pooled buffer is out
+    /// it takes one of its own, freed when done. The pools' lock is not
+    /// held while a pool is asked.
+    pub fn acquire(
+        pools: &std::sync::Mutex<Self>,
+        info: &gst_video::VideoInfo,
+    ) -> Result<gst::Buffer, String> {
+        let pool = super::imp::lock(pools).pool_for(info)?;
+        let dont_wait =
+            gst::BufferPoolAcquireParams::with_flags(gst::BufferPoolAcquireFlags::DONTWAIT);
+        let acquired = match pool.acquire_buffer(Some(&dont_wait)) {
+            Err(gst::FlowError::Eos) => return unpooled(info),
+            other => other,
+        };
+        let mut pools = super::imp::lock(pools);
+        let Some(i) = pools.pools.iter().position(|p| p.pool == pool) else {
+            return acquired.map_err(|e| format!("could not get an output buffer: {e:?}"));
+        };
         match acquired {
             Ok(buffer) => Ok(buffer),
             // Downstream may have stopped or flushed the pool it lent:
             // frames go on in the element's own.
-            Err(e) if self.pools[i].downstream => {
+            Err(e) if pools.pools[i].downstream => {
                 gst::debug!(
                     super::imp::CAT,
                     "downstream's pool gives no buffer ({e:?}): using the element's own"
                 );
-                let pool = new_pool(info)?;
-                self.pools[i].pool = pool.clone();
-                self.pools[i].downstream = false;
-                pool.acquire_buffer(None)
-                    .map_err(|e| format!("could not get an output buffer: {e:?}"))
+                let own = new_pool(info)?;
+                pools.pools[i].pool = own.clone();
+                pools.pools[i].downstream = false;
+                drop(pools);
+                match own.acquire_buffer(Some(&dont_wait)) {
+                    Err(gst::FlowError::Eos) => unpooled(info),
+                    other => other.map_err(|e| format!("could not get an output buffer: {e:?}")),
+                }
             }
             Err(e) => Err(format!("could not get an output buffer: {e:?}")),
+        }
+    }
+
+    /// Downstream is to be asked again for each layout (it was relinked,
+    /// or asked for a renegotiation).
+    pub fn forget_decisions(&mut self) {
+        for p in &mut self.pools {
+            p.decided = false;
         }
     }
 
@@ -136,6 +176,12 @@ impl OutputPools {
     }
 }
 
+/// A buffer in the default layout of `info`, outside any pool.
+fn unpooled(info: &gst_video::VideoInfo) -> Result<gst::Buffer, String> {
+    gst::Buffer::with_size(info.size())
+        .map_err(|e| format!("cannot allocate a {}-byte output buffer: {e}", info.size()))
+}
+
 fn new_pool(info: &gst_video::VideoInfo) -> Result<gst::BufferPool, String> {
     let size = u32::try_from(info.size()).map_err(|_| {
         format!(
@@ -149,7 +195,10 @@ fn new_pool(info: &gst_video::VideoInfo) -> Result<gst::BufferPool, String> {
     let pool = gst_video::VideoBufferPool::new();
     let caps = info.to_caps().map_err(|e| e.to_string())?;
     let mut config = pool.config();
-    config.set_params(Some(&caps), size, 0, 0);
+    let kept = u32::try_from(MAX_POOLED_BYTES / info.size().max(1))
+        .unwrap_or(u32::MAX)
+        .max(MIN_POOLED);
+    config.set_params(Some(&caps), size, 0, kept);
     pool.set_config(config).map_err(|e| e.to_string())?;
     pool.set_active(true).map_err(|e| e.to_string())?;
     Ok(pool.upcast())
@@ -188,7 +237,7 @@ pub fn new_output(
     if mode == Mode::Mask {
         Ok(gst::Buffer::new())
     } else {
-        super::imp::lock(pools).acquire(out_info)
+        OutputPools::acquire(pools, out_info)
     }
 }
 
@@ -273,7 +322,7 @@ pub fn output_of(
     if mode != Mode::Mask {
         return Ok(prepared);
     }
-    let mut output = super::imp::lock(pools).acquire(out_info)?;
+    let mut output = OutputPools::acquire(pools, out_info)?;
     copy_metadata(&prepared, output.make_mut())?;
     Ok(output)
 }

@@ -844,6 +844,13 @@ impl ElementImpl for U2NetMatte {
         let prepared = match transition {
             gst::StateChange::NullToReady => self.load(),
             gst::StateChange::ReadyToPaused => self.start_stream(),
+            // Deadlines follow the clock only while it runs for us: the
+            // base time is set by now, the current state not yet.
+            gst::StateChange::PausedToPlaying | gst::StateChange::PlayingToPaused => {
+                self.shared.lock().playing = transition == gst::StateChange::PausedToPlaying;
+                self.shared.cond.notify_all();
+                Ok(())
+            }
             _ => Ok(()),
         };
         if let Err(e) = prepared {
@@ -856,12 +863,7 @@ impl ElementImpl for U2NetMatte {
             gst::StateChange::ReadyToNull => self.unload(),
             gst::StateChange::ReadyToPaused if result.is_err() => self.stop_stream(),
             gst::StateChange::NullToReady if result.is_err() => self.unload(),
-            // Deadlines follow the clock only while it runs for us.
-            gst::StateChange::PausedToPlaying => {
-                self.recheck_synced();
-                self.shared.cond.notify_all()
-            }
-            gst::StateChange::PlayingToPaused => self.shared.cond.notify_all(),
+            gst::StateChange::PausedToPlaying => self.recheck_synced(),
             _ => {}
         }
         result

@@ -165,13 +165,10 @@ impl U2NetMatte {
         }
     }
 
-    /// Where running time 0 falls on this process's clock, while the
-    /// element is PLAYING with a clock.
+    /// Where running time 0 falls on this process's clock, from the
+    /// element's clock and base time (meaningful while PLAYING).
     pub(super) fn clock_origin(&self) -> Option<Instant> {
         let obj = self.obj();
-        if obj.current_state() != gst::State::Playing {
-            return None;
-        }
         let clock = obj.clock()?;
         let base = obj.base_time()?;
         let (clock_now, now) = (clock.time(), Instant::now());
@@ -214,6 +211,9 @@ impl U2NetMatte {
     /// clock, keeps up with it (`keep-up`): frames leave in time to be
     /// rendered, with their own mask or the newest one.
     fn set_synced(&self, synced: bool) {
+        if self.shared.lock().synced == Some(synced) {
+            return;
+        }
         let frame_time = self.frame_time();
         {
             let mut state = self.shared.lock();

@@ -202,7 +202,6 @@ impl U2NetMatte {
                     let mut state = self.shared.lock();
                     state.eos = false;
                     state.live = None;
-                    state.synced = None;
                     state.clear();
                     std::mem::take(&mut state.kept_sticky)
                 };

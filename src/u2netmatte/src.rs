@@ -24,6 +24,11 @@ use crate::matte::Composite;
 impl U2NetMatte {
     pub(super) fn start_task(&self) -> Result<(), glib::BoolError> {
         self.shared.lock().srcresult = Ok(gst::FlowSuccess::Ok);
+        self.launch_task()
+    }
+
+    /// Starts the src pad's task on whatever `srcresult` says.
+    fn launch_task(&self) -> Result<(), glib::BoolError> {
         self.shared.cond.notify_all();
         let imp = self.ref_counted();
         let ret = self.srcpad.start_task(move || imp.src_loop());
@@ -73,10 +78,15 @@ impl U2NetMatte {
     /// Waits for the next item that may leave and pushes it.
     fn push_next(&self) -> Result<gst::FlowSuccess, gst::FlowError> {
         let item = loop {
-            // Read before the state lock: it takes the element's.
-            let clock_origin = self.clock_origin();
             let mut state = self.shared.lock();
             state.srcresult?;
+            // Under the state lock, so that a change to PLAYING (which sets
+            // `playing` under it and wakes this) is never missed.
+            let clock_origin = if state.playing {
+                self.clock_origin()
+            } else {
+                None
+            };
             state.clock_origin = clock_origin;
             match state.pop_ready(Instant::now()) {
                 Next::Ready(item) => {
@@ -281,6 +291,8 @@ impl U2NetMatte {
         match event.view() {
             gst::EventView::Qos(_) if self.keep_up_with_qos() => true,
             gst::EventView::Reconfigure(_) => {
+                // Downstream may propose another pool now.
+                lock(&self.pools).forget_decisions();
                 self.restart_if_not_linked();
                 gst::Pad::event_default(pad, Some(&*self.obj()), event)
             }
@@ -292,11 +304,16 @@ impl U2NetMatte {
     /// linked again after the task stopped on NOT_LINKED: the task starts
     /// again, as GstQueue's does, and the frames still queued go out.
     fn restart_if_not_linked(&self) {
-        if self.shared.lock().srcresult != Err(gst::FlowError::NotLinked) {
-            return;
+        {
+            // Checked and set together: a flush meanwhile must stay one.
+            let mut state = self.shared.lock();
+            if state.srcresult != Err(gst::FlowError::NotLinked) {
+                return;
+            }
+            state.srcresult = Ok(gst::FlowSuccess::Ok);
         }
         gst::debug!(CAT, imp = self, "linked again: restarting the task");
-        if let Err(e) = self.start_task() {
+        if let Err(e) = self.launch_task() {
             gst::error!(CAT, imp = self, "failed to restart the task: {e}");
         }
     }

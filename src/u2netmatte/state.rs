@@ -165,6 +165,9 @@ pub struct State {
     pub frame_time: Option<Duration>,
     /// The segment of the frames arriving now.
     pub segment: Option<gst::FormattedSegment<gst::ClockTime>>,
+    /// The element is PLAYING (set in its state change, before the parent
+    /// class makes it so: the base time is set by then).
+    pub playing: bool,
     /// Where running time 0 falls on this process's clock while PLAYING
     /// (None otherwise); refreshed by the src pad's task.
     pub clock_origin: Option<Instant>,
@@ -185,6 +188,9 @@ pub struct State {
     /// Jobs submitted and not delivered yet.
     pub jobs: HashMap<JobId, JobInfo>,
     pub newest: Option<NewestMask>,
+    /// The newest job failed: frames that gave their jobs way to it, and
+    /// have no mask to borrow, leave with its error rather than wait.
+    pub newest_error: Option<EngineError>,
     pub smoother: TemporalSmoother,
     /// The caps generation the smoother last saw.
     pub smoothed_generation: u64,
@@ -207,6 +213,7 @@ impl Default for State {
             synced: None,
             frame_time: None,
             segment: None,
+            playing: false,
             clock_origin: None,
             upstream_latency: None,
             latency: Latency::default(),
@@ -216,6 +223,7 @@ impl Default for State {
             stats: BatchStats::default(),
             jobs: HashMap::new(),
             newest: None,
+            newest_error: None,
             smoother: TemporalSmoother::new(),
             smoothed_generation: 0,
             caps_generation: 0,
@@ -313,12 +321,11 @@ impl State {
         if !self.keeps_up() {
             return batches;
         }
-        let frame = self
+        let fps = self
             .in_info
             .as_ref()
             .map(|i| i.fps())
-            .filter(|f| f.numer() > 0 && f.denom() > 0)
-            .map(|f| Duration::from_secs_f64(f64::from(f.denom()) / f64::from(f.numer())));
+            .filter(|f| f.numer() > 0 && f.denom() > 0);
         let window = if self.live == Some(true) {
             // Until the latency is known, the first mask is still to come
             // (the model warming up): take the frames of a start-up window
@@ -331,8 +338,13 @@ impl State {
         } else {
             Self::look_ahead_for(self.frame_time)
         };
-        let in_window = match frame {
-            Some(frame) => (window.as_secs_f64() / frame.as_secs_f64()).ceil() as usize,
+        let in_window = match fps {
+            // In whole numbers: 500 ms at 30 fps is 15 frames, not 16.
+            Some(fps) => usize::try_from(
+                (window.as_nanos() * fps.numer().unsigned_abs() as u128)
+                    .div_ceil(fps.denom().unsigned_abs() as u128 * 1_000_000_000),
+            )
+            .unwrap_or(usize::MAX),
             None => 30,
         };
         let by_time = batches + in_window.min(MAX_WINDOW_FRAMES) + 2;
@@ -347,30 +359,45 @@ impl State {
     /// is there, or (keep-up) a frame that is due or will get no mask of
     /// its own, with the newest mask.
     pub fn pop_ready(&mut self, now: Instant) -> Next {
-        let loan = match self.items.front() {
+        enum Leaves {
+            AsItIs,
+            Borrowing(NewestMask),
+            Failing(EngineError),
+        }
+        let leaves = match self.items.front() {
             None => return Next::Wait,
             Some(Item::Frame(f)) if f.mask.is_none() => {
                 let deadline = self.deadline(f);
-                let Some(newest) = self.loan_for(f) else {
-                    return Next::Wait;
-                };
-                if f.job.is_some() && deadline.is_none_or(|t| t > now) {
-                    return deadline.map_or(Next::Wait, Next::WaitUntil);
+                match (self.loan_for(f), f.job) {
+                    (Some(_), Some(_)) if deadline.is_none_or(|t| t > now) => {
+                        return deadline.map_or(Next::Wait, Next::WaitUntil);
+                    }
+                    (Some(newest), _) => Leaves::Borrowing(newest),
+                    // The job that took its place failed: so does it.
+                    (None, None) if self.newest_error.is_some() => {
+                        Leaves::Failing(self.newest_error.clone().unwrap_or(EngineError::Stopped))
+                    }
+                    (None, _) => return Next::Wait,
                 }
-                Some(newest)
             }
-            Some(_) => None,
+            Some(_) => Leaves::AsItIs,
         };
-        if let (Some(newest), Some(Item::Frame(f))) = (loan, self.items.front_mut()) {
-            // Played ahead, the newest mask may be a later frame's.
-            f.mask_age = match (f.pts, newest.pts) {
-                (Some(this), Some(that)) => {
-                    Duration::from_nanos(this.nseconds().abs_diff(that.nseconds()))
+        if let Some(Item::Frame(f)) = self.items.front_mut() {
+            match leaves {
+                Leaves::AsItIs => {}
+                Leaves::Borrowing(newest) => {
+                    // Played ahead, the newest mask may be a later frame's.
+                    f.mask_age = match (f.pts, newest.pts) {
+                        (Some(this), Some(that)) => {
+                            Duration::from_nanos(this.nseconds().abs_diff(that.nseconds()))
+                        }
+                        _ => Duration::ZERO,
+                    };
+                    f.mask = Some(Ok(newest.mask));
+                    f.borrowed_from = Some(newest.run);
                 }
-                _ => Duration::ZERO,
-            };
-            f.mask = Some(Ok(newest.mask));
-            f.borrowed_from = Some(newest.run);
+                Leaves::Failing(error) => f.mask = Some(Err(error)),
+            }
         }
         let Some(item) = self.items.pop_front() else {
             return Next::Wait;
@@ -405,6 +432,11 @@ impl State {
             }
             Arc::new(mask)
         });
+        if let Err(e) = &result
+            && self.newest.as_ref().is_none_or(|n| n.job < delivery.job)
+        {
+            self.newest_error = Some(e.clone());
+        }
         if let Ok(mask) = &result
             && self.newest.as_ref().is_none_or(|n| n.job < delivery.job)
         {
@@ -478,6 +510,7 @@ impl State {
         self.smoother.reset();
         // The frames after a flush (a seek) are of another scene.
         self.newest = None;
+        self.newest_error = None;
     }
 
     /// True when nothing is queued or being pushed.
@@ -569,7 +602,7 @@ mod tests {
                 JobInfo {
                     pts: f.pts,
                     small_rgb: Vec::new(),
-                    caps_generation: 0,
+                    caps_generation: f.caps_generation,
                 },
             );
         }
@@ -682,5 +715,170 @@ mod tests {
             }
             _ => unreachable!(),
         }
+    }
+
+    fn keeping_up(live: bool) -> State {
+        let mut s = State {
+            config: Some(StreamConfig {
+                mode: Mode::Composite,
+                batch_size: 4,
+                batch_timeout: None,
+                provider: ProviderUsed::Cpu,
+                keep_up: true,
+            }),
+            live: Some(live),
+            synced: Some(!live),
+            ..Default::default()
+        };
+        s.newest = None;
+        s
+    }
+
+    #[test]
+    fn played_frames_leave_by_their_render_time_on_the_clock() {
+        gst::init().unwrap();
+        let mut s = keeping_up(false);
+        let origin = Instant::now();
+        let ms = Duration::from_millis;
+        queue(&mut s, frame(1, 0));
+        queue(&mut s, frame(2, 500));
+        assert!(s.deliver(delivery(1), 0.0));
+        assert_eq!(left(&mut s, origin), (Some(1), 1, Duration::ZERO, true));
+        // Not PLAYING: no clock, so frame 2 waits for its own mask.
+        assert!(matches!(s.pop_ready(origin + ms(900)), Next::Wait));
+        // PLAYING: it leaves by its running time less the time to compose.
+        s.clock_origin = Some(origin);
+        let due = origin + ms(500) - COMPOSE_ALLOWANCE;
+        assert!(matches!(s.pop_ready(origin), Next::WaitUntil(t) if t == due));
+        assert_eq!(left(&mut s, due), (Some(2), 1, ms(500), false));
+        // Without a sink that syncs, frames wait for their own masks.
+        let mut s = keeping_up(false);
+        s.synced = Some(false);
+        s.clock_origin = Some(origin);
+        queue(&mut s, frame(3, 0));
+        assert!(s.deliver(delivery(3), 0.0));
+        queue(&mut s, frame(4, 40));
+        left(&mut s, origin);
+        assert!(matches!(s.pop_ready(origin + ms(5000)), Next::Wait));
+    }
+
+    #[test]
+    fn live_frames_leave_by_their_running_time_plus_the_latency() {
+        gst::init().unwrap();
+        let mut s = keeping_up(true);
+        let origin = Instant::now();
+        let ms = Duration::from_millis;
+        s.latency.leave_after = ms(300);
+        s.latency.processing = ms(400);
+        s.upstream_latency = Some(ms(50));
+        s.clock_origin = Some(origin);
+        let mut f = frame(1, 1000);
+        // Came late: the clock, not its arrival, says when it must go.
+        f.arrived = origin + ms(1200);
+        f.leave_by = Some(f.arrived + ms(300));
+        assert_eq!(
+            s.deadline(&f),
+            Some(origin + ms(1000 + 50 + 400) - COMPOSE_ALLOWANCE)
+        );
+        // Until the pipeline has asked for the latency: its arrival.
+        s.upstream_latency = None;
+        assert_eq!(s.deadline(&f), f.leave_by);
+    }
+
+    #[test]
+    fn no_mask_is_lent_across_a_flush_or_a_caps_change() {
+        gst::init().unwrap();
+        let mut s = keeping_up(true);
+        let t0 = Instant::now();
+        queue(&mut s, frame(1, 0));
+        assert!(s.deliver(delivery(1), 0.0));
+        left(&mut s, t0);
+        // New caps: frame 2 is due but waits for a mask of its own scene.
+        let mut f = frame(2, 40);
+        f.caps_generation = 1;
+        f.leave_by = Some(t0);
+        queue(&mut s, f);
+        assert!(matches!(s.pop_ready(t0), Next::Wait));
+        // Its job gave way to frame 3's (same caps): it waits for that mask.
+        let mut f = frame(3, 80);
+        f.caps_generation = 1;
+        queue(&mut s, f);
+        s.superseded(&[2]);
+        assert!(matches!(s.pop_ready(t0), Next::Wait));
+        assert!(s.deliver(delivery(3), 0.0));
+        assert_eq!(
+            left(&mut s, t0),
+            (None, 3, Duration::from_millis(40), false)
+        );
+        left(&mut s, t0);
+        // A frame that will never get its own mask takes a later scene's
+        // rather than wait forever (two caps changes within one model run).
+        let mut f = frame(4, 120);
+        f.job = None;
+        queue(&mut s, f);
+        assert_eq!(
+            left(&mut s, t0),
+            (None, 3, Duration::from_millis(40), false)
+        );
+        // A flush forgets the newest mask.
+        s.clear();
+        assert!(s.newest.is_none());
+        let mut f = frame(5, 160);
+        f.leave_by = Some(t0);
+        queue(&mut s, f);
+        assert!(matches!(s.pop_ready(t0), Next::Wait));
+    }
+
+    #[test]
+    fn frames_whose_jobs_gave_way_to_one_that_failed_fail_too() {
+        gst::init().unwrap();
+        let mut s = keeping_up(true);
+        let t0 = Instant::now();
+        // No mask yet; frame 1's job gave way to frame 2's, which fails.
+        queue(&mut s, frame(1, 0));
+        queue(&mut s, frame(2, 40));
+        s.superseded(&[1]);
+        assert!(matches!(s.pop_ready(t0), Next::Wait));
+        let mut failed = delivery(2);
+        failed.result = Err(EngineError::Stopped);
+        assert!(s.deliver(failed, 0.0));
+        for job in [None, Some(2)] {
+            match s.pop_ready(t0) {
+                Next::Ready(Item::Frame(f)) => {
+                    assert_eq!(f.job, job);
+                    assert_eq!(f.mask.unwrap().unwrap_err(), EngineError::Stopped);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keeping_up_holds_a_bounded_number_of_bytes() {
+        gst::init().unwrap();
+        let mut s = keeping_up(true);
+        let uhd = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, 3840, 2160)
+            .fps(gst::Fraction::new(60, 1))
+            .build()
+            .unwrap();
+        s.in_info = Some(uhd.clone());
+        s.out_info = Some(uhd.clone());
+        // Before the latency is known: a start-up window of 2 s at 60 fps
+        // would be 120 frames (4 GB); two batches is what the bytes allow.
+        assert_eq!(s.frame_limit(), 8);
+        // Small frames: the window decides.
+        let small = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, 320, 240)
+            .fps(gst::Fraction::new(30, 1))
+            .build()
+            .unwrap();
+        s.in_info = Some(small.clone());
+        s.out_info = Some(small);
+        s.latency.processing = Duration::from_millis(500);
+        assert_eq!(s.frame_limit(), 8 + 15 + 2);
+        // Mask mode holds no colours.
+        s.config.as_mut().unwrap().mode = Mode::Mask;
+        s.in_info = Some(uhd.clone());
+        s.out_info = Some(uhd);
+        assert_eq!(s.frame_limit(), 8 + 30 + 2);
     }
 }
