@@ -229,16 +229,20 @@ fn a_decoded_file_into_a_synchronised_sink_plays_in_time() {
 #[test]
 fn without_keep_up_every_frame_waits_for_its_own_mask() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // The first 24 frames: each one's own mask, however late.
+    // The first frames: each one's own mask, however late.
     let pipeline = parse_pipeline(&format!(
         "uridecodebin uri={} ! videoconvert ! identity eos-after=24 ! \
-         u2netmatte keep-up=false stats=true ! fakesink name=sink sync=true qos=true",
+         u2netmatte name=m keep-up=false stats=true ! fakesink name=sink sync=true qos=true",
         clip_uri()
     ));
     let sink = pipeline.by_name("sink").unwrap();
+    let matte = pipeline.by_name("m").unwrap();
+    let (came, _) = count_at(&matte.static_pad("sink").unwrap(), matte.clone());
     let played = play(pipeline.upcast_ref(), &sink, Duration::from_secs(120));
     println!("keep-up=false: {played:?}");
     assert_eq!(played.borrowed, 0, "keep-up=false lent a mask");
     assert!(played.frames_out > 0, "no stats");
-    assert_eq!(played.frames, 24, "every frame reached the sink");
+    let came = came.load(Ordering::SeqCst);
+    assert!(came >= 20, "{came} frames came in");
+    assert_eq!(played.frames, came, "every frame reached the sink");
 }
