@@ -4,7 +4,8 @@
 //! few frames a second) is slower than the clip (24 fps): with `keep-up`
 //! the element keeps up as with a live source, so every frame reaches the
 //! sink in time and the clip plays in about its own duration; with
-//! `keep-up=false` every frame waits for its own mask, as before.
+//! `keep-up=false` every frame waits for its own mask, as before. A seek
+//! (new running times, a new base time) keeps it so.
 //!
 //! The tests here run one at a time: they measure time on a 2-core machine.
 
@@ -94,6 +95,17 @@ fn count_at(pad: &gst::Pad, element: gst::Element) -> (Arc<AtomicUsize>, Arc<Ato
 /// Plays `pipeline` to EOS (within `limit`), counting what reaches
 /// `sink` and reading the element's stats.
 fn play(pipeline: &gst::Element, sink: &gst::Element, limit: Duration) -> Played {
+    play_seeking(pipeline, sink, limit, None)
+}
+
+/// As [`play`]; with `seek` (after, to), a flushing seek `after` into the
+/// play to position `to`.
+fn play_seeking(
+    pipeline: &gst::Element,
+    sink: &gst::Element,
+    limit: Duration,
+    seek: Option<(Duration, gst::ClockTime)>,
+) -> Played {
     let (frames, late_us) = count_at(&sink.static_pad("sink").unwrap(), sink.clone());
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Paused).unwrap();
@@ -109,9 +121,21 @@ fn play(pipeline: &gst::Element, sink: &gst::Element, limit: Duration) -> Played
     pipeline.set_state(gst::State::Playing).unwrap();
     let (mut borrowed, mut frames_out, mut slowest_frame_ms) = (0, 0, 0f64);
     let deadline = started + limit;
+    let mut seek = seek;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
+        let mut left = deadline.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "the clip did not end within {limit:?}");
+        if let Some((after, to)) = seek {
+            let until = (started + after).saturating_duration_since(Instant::now());
+            if until.is_zero() {
+                pipeline
+                    .seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::ACCURATE, to)
+                    .expect("the seek");
+                seek = None;
+                continue;
+            }
+            left = left.min(until);
+        }
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(left.as_millis() as u64))
         else {
             continue;
@@ -245,4 +269,49 @@ fn without_keep_up_every_frame_waits_for_its_own_mask() {
     let came = came.load(Ordering::SeqCst);
     assert!(came >= 20, "{came} frames came in");
     assert_eq!(played.frames, came, "every frame reached the sink");
+}
+
+#[test]
+fn after_a_seek_frames_still_come_in_time() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Three seconds in, a flushing seek to 8 s: the frames after it have
+    // new running times (from 0 again) and a new base time, and still leave
+    // in time for the sink.
+    let pipeline = parse_pipeline(&format!(
+        "uridecodebin uri={} ! videoconvert ! u2netmatte mode=blur stats=true ! \
+         videoconvert ! fakesink name=sink sync=true qos=true",
+        clip_uri()
+    ));
+    let sink = pipeline.by_name("sink").unwrap();
+    let played = play_seeking(
+        pipeline.upcast_ref(),
+        &sink,
+        Duration::from_secs(90),
+        Some((Duration::from_secs(3), gst::ClockTime::from_seconds(8))),
+    );
+    println!("seek: {played:?}");
+    // About 3 s before the seek and 3.26 s after it, at 24 fps; the sink's
+    // counts start again at the flush.
+    let (before, after) = (3.0 * 23.976, 3.26 * 23.976);
+    assert!(
+        played.frames as f64 >= (before + after) * 0.9,
+        "{} frames reached the sink, about {:.0} expected",
+        played.frames,
+        before + after
+    );
+    assert!(
+        played.rendered as f64 >= after * 0.95,
+        "{} frames rendered after the seek, about {after:.0} expected",
+        played.rendered
+    );
+    assert!(
+        played.seconds <= 3.0 + 3.26 * 1.1 + 0.5,
+        "played {:.1} s for about 6.3 s of clip",
+        played.seconds
+    );
+    assert!(
+        played.most_late_ms < 100.0,
+        "a frame reached the sink {:.0} ms after its running time",
+        played.most_late_ms
+    );
 }
