@@ -329,31 +329,6 @@ fn a_model_that_fails_at_run_time_ends_the_run_at_once_with_its_error() {
 /// input channel, which is out of range above 2.
 fn write_bright_fails_model(path: &Path) {
     use onnx_rs::ast::*;
-    fn info(name: &'static str, dims: [i64; 4]) -> ValueInfo<'static> {
-        ValueInfo {
-            name,
-            r#type: Some(TypeProto {
-                value: Some(TypeValue::Tensor(TensorTypeProto {
-                    elem_type: DataType::Float,
-                    shape: Some(TensorShape {
-                        dim: dims
-                            .iter()
-                            .map(|&v| TensorShapeDimension {
-                                value: if v == 0 {
-                                    Dimension::Param("batch")
-                                } else {
-                                    Dimension::Value(v)
-                                },
-                                denotation: "",
-                            })
-                            .collect(),
-                    }),
-                })),
-                denotation: "",
-            }),
-            ..Default::default()
-        }
-    }
     fn node(
         op_type: OpType<'static>,
         input: Vec<&'static str>,
@@ -424,8 +399,8 @@ fn write_bright_fails_model(path: &Path) {
                     vec![int("axis", 1)],
                 ),
             ],
-            input: vec![info("x", [0, 3, 64, 64])],
-            output: vec![info("y", [0, 1, 64, 64])],
+            input: vec![value_info("x", &[0, 3, 64, 64])],
+            output: vec![value_info("y", &[0, 1, 64, 64])],
             ..Default::default()
         }),
         ..Default::default()

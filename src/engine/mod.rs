@@ -495,19 +495,7 @@ impl Worker {
                 let failed = take_all(&mut state);
                 let provider = state.provider;
                 drop(state);
-                for (deliver, job, share) in failed {
-                    deliver_guarded(
-                        &deliver,
-                        Delivery {
-                            job,
-                            result: Err(error.clone()),
-                            batch: share,
-                            batch_started: Instant::now(),
-                            inference: Duration::ZERO,
-                            provider,
-                        },
-                    );
-                }
+                fail_all(failed, &error, provider);
                 state = self.shared.lock();
                 if state.clients.values().all(|c| c.queue.jobs.is_empty()) && !state.shutdown {
                     state = self.wait(state, None);
@@ -795,19 +783,7 @@ fn fail_everything(shared: &Shared, error: EngineError) {
     let provider = state.provider;
     shared.cond.notify_all();
     drop(state);
-    for (deliver, job, share) in failed {
-        deliver_guarded(
-            &deliver,
-            Delivery {
-                job,
-                result: Err(error.clone()),
-                batch: share,
-                batch_started: Instant::now(),
-                inference: Duration::ZERO,
-                provider,
-            },
-        );
-    }
+    fail_all(failed, &error, provider);
 }
 
 /// How many frames each client has in `batch`.
@@ -823,6 +799,27 @@ fn client_shares(batch: &Batch) -> BTreeMap<u64, BatchShare> {
             .frames += 1;
     }
     shares
+}
+
+/// Delivers `error` for each of `failed` (from [`take_all`]).
+fn fail_all(
+    failed: Vec<(DeliverFn, JobId, BatchShare)>,
+    error: &EngineError,
+    provider: ProviderUsed,
+) {
+    for (deliver, job, share) in failed {
+        deliver_guarded(
+            &deliver,
+            Delivery {
+                job,
+                result: Err(error.clone()),
+                batch: share,
+                batch_started: Instant::now(),
+                inference: Duration::ZERO,
+                provider,
+            },
+        );
+    }
 }
 
 /// Takes every queued job, for failing them.

@@ -298,7 +298,7 @@ pub fn parse_pipeline(desc: &str) -> gst::Pipeline {
 use gst::glib;
 
 /// A tensor declaration with fixed dims, 0 meaning a symbolic batch.
-fn value_info(name: &'static str, dims: &[i64]) -> onnx_rs::ast::ValueInfo<'static> {
+pub fn value_info(name: &'static str, dims: &[i64]) -> onnx_rs::ast::ValueInfo<'static> {
     use onnx_rs::ast::*;
     ValueInfo {
         name,
