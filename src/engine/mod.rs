@@ -495,7 +495,7 @@ impl Worker {
                 let failed = take_all(&mut state);
                 let provider = state.provider;
                 drop(state);
-                fail_all(failed, &error, provider);
+                fail_all(failed, &error, provider, Instant::now());
                 state = self.shared.lock();
                 if state.clients.values().all(|c| c.queue.jobs.is_empty()) && !state.shutdown {
                     state = self.wait(state, None);
@@ -702,19 +702,7 @@ impl Worker {
                 .collect();
             (failed, state.provider)
         };
-        for (deliver, job, share) in failed {
-            deliver_guarded(
-                &deliver,
-                Delivery {
-                    job,
-                    result: Err(error.clone()),
-                    batch: share,
-                    batch_started: progress.started,
-                    inference: Duration::ZERO,
-                    provider,
-                },
-            );
-        }
+        fail_all(failed, &error, provider, progress.started);
     }
 
     /// Records where the runner runs after a run; true when that changed
@@ -783,7 +771,7 @@ fn fail_everything(shared: &Shared, error: EngineError) {
     let provider = state.provider;
     shared.cond.notify_all();
     drop(state);
-    fail_all(failed, &error, provider);
+    fail_all(failed, &error, provider, Instant::now());
 }
 
 /// How many frames each client has in `batch`.
@@ -801,11 +789,13 @@ fn client_shares(batch: &Batch) -> BTreeMap<u64, BatchShare> {
     shares
 }
 
-/// Delivers `error` for each of `failed` (from [`take_all`]).
+/// Delivers `error` for each of `failed`, jobs of a batch taken at
+/// `batch_started` (or of none, from [`take_all`]).
 fn fail_all(
     failed: Vec<(DeliverFn, JobId, BatchShare)>,
     error: &EngineError,
     provider: ProviderUsed,
+    batch_started: Instant,
 ) {
     for (deliver, job, share) in failed {
         deliver_guarded(
@@ -814,7 +804,7 @@ fn fail_all(
                 job,
                 result: Err(error.clone()),
                 batch: share,
-                batch_started: Instant::now(),
+                batch_started,
                 inference: Duration::ZERO,
                 provider,
             },
