@@ -19,6 +19,23 @@ pub const LIBRARY_FILE_NAME: &str = "libonnxruntime.so.1.31.1";
 /// Where the project's set-up unpacks ONNX Runtime (see `scripts/setup.sh`).
 const SETUP_LIBRARY_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.deps/onnxruntime");
 
+/// ONNX Runtime's OpenVINO build: its library's name, and the folder (of
+/// set-up, and in the user's data folder after `make install`) that holds
+/// it with OpenVINO's libraries.
+pub const OPENVINO_LIBRARY_FILE_NAME: &str = "libonnxruntime.so.1.24.1";
+const OPENVINO_DIR_NAME: &str = "onnxruntime-openvino";
+const SETUP_OPENVINO_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.deps/onnxruntime-openvino");
+
+/// Which ONNX Runtime build the defaults look for first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Build {
+    /// The plain CPU build (or whatever set-up put in its place).
+    #[default]
+    Plain,
+    /// The OpenVINO build, else the plain one.
+    OpenVino,
+}
+
 /// Names the system's dynamic loader is asked for last.
 const SYSTEM_LIBRARY_NAMES: [&str; 2] = ["libonnxruntime.so.1", "libonnxruntime.so"];
 
@@ -106,16 +123,32 @@ pub fn load(
     log: Option<LogSink>,
     log_level: ort::logging::LogLevel,
 ) -> Result<Loaded, RuntimeError> {
+    load_build(explicit, Build::Plain, log, log_level)
+}
+
+/// As [`load`]; with [`Build::OpenVino`], where nothing names a library,
+/// the OpenVINO build (installed, then set-up's) is looked for before the
+/// plain one.
+pub fn load_build(
+    explicit: Option<&Path>,
+    build: Build,
+    log: Option<LogSink>,
+    log_level: ort::logging::LogLevel,
+) -> Result<Loaded, RuntimeError> {
     let env_path = std::env::var_os("ORT_DYLIB_PATH")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from);
     let user_dir = user_library_dir();
-    let candidates = candidates(
+    let mut candidates = candidates(
         explicit,
         env_path.as_deref(),
         PLUGIN_FILE.get().map(|p| p.as_path()),
         user_dir.as_deref(),
     );
+    if build == Build::OpenVino && explicit.or(env_path.as_deref()).is_none() {
+        let openvino = openvino_candidates(user_data_dir().as_deref(), Path::new(SETUP_OPENVINO_DIR));
+        candidates.splice(0..0, openvino);
+    }
 
     let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(runtime) = loaded.as_ref() {
@@ -246,6 +279,16 @@ fn candidates(
     list
 }
 
+/// Where the OpenVINO build is looked for: `make install`'s, then set-up's.
+fn openvino_candidates(data_dir: Option<&Path>, setup_dir: &Path) -> Vec<Candidate> {
+    data_dir
+        .map(|d| d.join(OPENVINO_DIR_NAME))
+        .into_iter()
+        .chain([setup_dir.to_path_buf()])
+        .map(|dir| Candidate::File(dir.join(OPENVINO_LIBRARY_FILE_NAME)))
+        .collect()
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
         (Ok(a), Ok(b)) => a == b,
@@ -256,6 +299,18 @@ fn same_file(a: &Path, b: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn openvino_build_is_looked_for_installed_then_in_setup() {
+        let c = openvino_candidates(Some(Path::new("/data/u2netmatte")), Path::new("/p/.deps/ov"));
+        assert_eq!(
+            c,
+            vec![
+                Candidate::File("/data/u2netmatte/onnxruntime-openvino/libonnxruntime.so.1.24.1".into()),
+                Candidate::File("/p/.deps/ov/libonnxruntime.so.1.24.1".into()),
+            ]
+        );
+    }
 
     #[test]
     fn explicit_path_is_the_only_candidate() {

@@ -4,62 +4,17 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use common::*;
 use gst::prelude::*;
 
-/// The four PNG photos: the same pixels reach rembg (Pillow) and the element
-/// (pngdec). rocket.jpg is left out: jpegdec + videoconvert and Pillow decode
-/// it to different pixels (mean 2.8 levels apart), which says nothing of us.
-const PHOTOS: [&str; 4] = ["astronaut", "chelsea", "coffee", "motorcycle_left"];
-
-fn decode_gray_png(path: &Path) -> (Vec<u8>, u32, u32) {
-    let (plane, info) = first_frame(&format!(
-        "filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=sink",
-        path.display()
-    ));
-    (plane, info.width(), info.height())
-}
-
 #[test]
 fn masks_equal_rembgs_on_real_photos() {
-    init();
-    // The photos as one stream of mixed sizes, so they share a batch.
-    let dir = temp_dir("parity");
-    for (i, name) in PHOTOS.iter().enumerate() {
-        std::fs::copy(
-            photo(&format!("{name}.png")),
-            dir.join(format!("{i:04}.png")),
-        )
-        .unwrap();
-    }
-    let pipeline = parse_pipeline(&format!(
-        "multifilesrc location={}/%04d.png caps=image/png stop-index={} ! pngdec ! videoconvert ! \
-         u2netmatte mode=mask batch-size=4 ! appsink name=sink sync=false",
-        dir.display(),
-        PHOTOS.len() - 1
-    ));
-    let sink = sink_of(&pipeline);
-    pipeline.set_state(gst::State::Playing).unwrap();
-    let samples = collect_samples(&sink);
-    pipeline.set_state(gst::State::Null).unwrap();
-    assert_eq!(samples.len(), PHOTOS.len());
-
-    for (name, sample) in PHOTOS.iter().zip(samples) {
-        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-        let ours = packed_plane(&sample.buffer_owned().unwrap(), &info);
-        let reference = Path::new(TOP).join(format!("tests/data/rembg-u2netp/{name}.png"));
-        let (theirs, w, h) = decode_gray_png(&reference);
-        assert_eq!((info.width(), info.height()), (w, h), "{name}: size");
-        let mae = mae_percent(&ours, &theirs);
-        let iou = iou(&threshold(&ours), &threshold(&theirs));
-        println!("{name} {w}x{h}: MAE {mae:.3}% of full scale, IoU {iou:.4}");
+    for (name, mae, iou) in masks_against_rembg("") {
         assert!(mae <= 0.5, "{name}: MAE {mae:.3}% > 0.5%");
         assert!(iou >= 0.99, "{name}: IoU {iou:.4} < 0.99");
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

@@ -4,12 +4,13 @@
 
 pub mod graph;
 pub mod names;
+pub mod providers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use ort::session::{RunOptions, Session, builder::GraphOptimizationLevel};
+use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
 use crate::matte::prediction_to_mask;
@@ -28,6 +29,28 @@ pub enum Provider {
     /// CUDA or an error.
     Cuda,
     Cpu,
+    /// ONNX Runtime's OpenVINO provider on the CPU, or an error.
+    OpenVino,
+}
+
+/// The number format the model computes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Masks equal rembg's.
+    #[default]
+    Fp32,
+    /// bfloat16 on a CPU with AMX or AVX512-BF16, through OpenVINO; the
+    /// model's near-constant large channels re-centred first.
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Fp32 => "fp32",
+            Self::Bf16 => "bf16",
+        })
+    }
 }
 
 /// The execution provider a session actually runs on.
@@ -35,6 +58,7 @@ pub enum Provider {
 pub enum ProviderUsed {
     Cpu,
     Cuda { device_id: i32 },
+    OpenVino { precision: Precision },
 }
 
 impl std::fmt::Display for ProviderUsed {
@@ -42,6 +66,7 @@ impl std::fmt::Display for ProviderUsed {
         match self {
             Self::Cpu => f.write_str("CPU"),
             Self::Cuda { device_id } => write!(f, "CUDA (device {device_id})"),
+            Self::OpenVino { precision } => write!(f, "OpenVINO (CPU, {precision})"),
         }
     }
 }
@@ -53,6 +78,11 @@ pub struct ModelOptions {
     /// Run at this square size instead of the model's own (None: its own).
     pub input_size: Option<u32>,
     pub cuda: CudaOptions,
+    pub precision: Precision,
+    /// Threads the model computes on; 0: one a core.
+    pub threads: usize,
+    /// Where OpenVINO keeps compiled models; None: compile at every start.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for ModelOptions {
@@ -62,8 +92,22 @@ impl Default for ModelOptions {
             device_id: 0,
             input_size: None,
             cuda: CudaOptions::default(),
+            precision: Precision::Fp32,
+            threads: 0,
+            cache_dir: None,
         }
     }
+}
+
+/// The user's cache folder for OpenVINO's compiled models:
+/// `$XDG_CACHE_HOME/u2netmatte/openvino`, by default
+/// `~/.cache/u2netmatte/openvino`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("u2netmatte/openvino"))
 }
 
 /// How the CUDA provider is set up.
@@ -101,6 +145,8 @@ pub enum ModelError {
     Session { path: PathBuf, reason: String },
     #[error("provider=cuda but CUDA cannot be used: {0}")]
     CudaUnavailable(String),
+    #[error("provider=openvino but OpenVINO cannot be used: {0}")]
+    OpenVinoUnavailable(String),
     /// A CUDA setting no provider can make right (device-id out of range).
     #[error("{0}")]
     CudaSetting(String),
@@ -128,6 +174,12 @@ pub struct Model {
     provider: ProviderUsed,
     /// Set when `provider=auto` fell back to the CPU, with the reason.
     fallback_reason: Option<String>,
+    /// Set when the precision asked for is not the one that runs, with why.
+    precision_warning: Option<String>,
+    /// What bf16's re-centring changed in the graph, when it ran.
+    recentring: Option<String>,
+    /// Threads, for a session made again at a fallback.
+    threads: usize,
     /// `provider=auto` on CUDA: the most frames a run has held so far. A
     /// run of more frames than any before that fails (the first run, or
     /// the first at a larger batch: a missing kernel library, out of
@@ -171,44 +223,20 @@ impl Model {
         let own_size = prepared.signature.input_size.unwrap_or(DEFAULT_INPUT_SIZE);
         let input_size = requested.unwrap_or(own_size);
 
-        let session_error = |e: ort::Error| ModelError::Session {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
-        let cuda = |bytes: &[u8]| cuda_session(runtime, bytes, options);
-        let on_cuda = ProviderUsed::Cuda {
-            device_id: options.device_id,
-        };
-        let mut cuda_description = None;
-        let (session, provider, fallback_reason) = match options.provider {
-            Provider::Cpu => (
-                cpu_session(runtime, &prepared.bytes).map_err(session_error)?,
-                ProviderUsed::Cpu,
-                None,
-            ),
-            Provider::Cuda => match cuda(&prepared.bytes) {
-                Ok((session, description)) => {
-                    cuda_description = Some(description);
-                    (session, on_cuda, None)
-                }
-                Err(CudaFailure::Setting(e)) => return Err(ModelError::CudaSetting(e)),
-                Err(e) => return Err(ModelError::CudaUnavailable(e.to_string())),
-            },
-            Provider::Auto => match cuda(&prepared.bytes) {
-                Ok((session, description)) => {
-                    cuda_description = Some(description);
-                    (session, on_cuda, None)
-                }
-                Err(CudaFailure::Setting(e)) => return Err(ModelError::CudaSetting(e)),
-                Err(e) => (
-                    cpu_session(runtime, &prepared.bytes).map_err(session_error)?,
-                    ProviderUsed::Cpu,
-                    Some(e.to_string()),
-                ),
-            },
-        };
-        let trial =
-            (options.provider == Provider::Auto && provider != ProviderUsed::Cpu).then_some(0);
+        let (opened, fallback_reason) =
+            providers::open(runtime, path, &prepared.bytes, options)?;
+        let provider = opened.used;
+        let precision_warning = providers::effective_precision(
+            options.precision,
+            matches!(provider, ProviderUsed::OpenVino { .. }),
+        )
+        .1;
+        let session = opened.session;
+        let cuda_description = opened.description;
+        // Only CUDA's first runs can fail where the CPU's would not.
+        let trial = (options.provider == Provider::Auto
+            && matches!(provider, ProviderUsed::Cuda { .. }))
+        .then_some(0);
         Ok(Self {
             session,
             path: path.to_path_buf(),
@@ -218,6 +246,9 @@ impl Model {
             normalization: normalization_for(path, own_size),
             provider,
             fallback_reason,
+            precision_warning,
+            recentring: None,
+            threads: options.threads,
             trial,
             requested_size: requested,
             cuda_description,
@@ -251,6 +282,16 @@ impl Model {
         self.fallback_reason.as_deref()
     }
 
+    /// Why the precision asked for is not the one that runs, if it is not.
+    pub fn precision_warning(&self) -> Option<&str> {
+        self.precision_warning.as_deref()
+    }
+
+    /// The channels bf16's re-centring moved, when it ran.
+    pub fn recentring(&self) -> Option<&str> {
+        self.recentring.as_deref()
+    }
+
     /// What CUDA runs with (device, driver, where each library came from),
     /// when the model runs on CUDA.
     pub fn cuda_description(&self) -> Option<&str> {
@@ -269,8 +310,8 @@ impl Model {
             .map_err(|e| session_error(e.to_string()))?;
         let runtime = crate::runtime::loaded()
             .ok_or_else(|| session_error("ONNX Runtime is not loaded".into()))?;
-        self.session =
-            cpu_session(&runtime, &prepared.bytes).map_err(|e| session_error(e.to_string()))?;
+        self.session = providers::cpu::session(&runtime, &prepared.bytes, self.threads)
+            .map_err(|e| session_error(e.to_string()))?;
         self.input_name = prepared.signature.input_name;
         self.provider = ProviderUsed::Cpu;
         self.fallback_reason = Some(reason);
@@ -286,7 +327,7 @@ impl Model {
     /// frame by frame. On a GPU a batch is one launch sequence for all.
     pub fn preferred_piece(&self, batch: usize) -> usize {
         match self.provider {
-            ProviderUsed::Cpu => 1,
+            ProviderUsed::Cpu | ProviderUsed::OpenVino { .. } => 1,
             ProviderUsed::Cuda { .. } => batch.max(1),
         }
     }
@@ -551,87 +592,6 @@ fn normalization_for(path: &Path, input_size: (u32, u32)) -> Normalization {
     } else {
         Normalization::IMAGENET
     }
-}
-
-fn base_builder(runtime: &Runtime) -> ort::Result<ort::session::builder::SessionBuilder> {
-    Ok(Session::builder(runtime.environment())?
-        .with_optimization_level(GraphOptimizationLevel::All)?)
-}
-
-fn cpu_session(runtime: &Runtime, model: &[u8]) -> ort::Result<Session> {
-    // The memory pattern pre-plans every activation of a batch in one block,
-    // on top of the arena: for U2NetP at batch 4 that is 1.85 GB instead of
-    // 1.10 GB at the same speed (measured: 1253 vs 1276 ms a batch).
-    base_builder(runtime)?
-        .with_memory_pattern(false)?
-        .with_intra_op_spinning(false)?
-        .commit_from_memory(model)
-}
-
-/// Why no CUDA session: a wrong setting (an error whatever the provider),
-/// or CUDA cannot be used here.
-#[derive(Debug)]
-enum CudaFailure {
-    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-    Setting(String),
-    Unavailable(String),
-}
-
-impl std::fmt::Display for CudaFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Setting(e) | Self::Unavailable(e) => f.write_str(e),
-        }
-    }
-}
-
-/// A session on the CUDA provider, after the driver, the device and CUDA's
-/// libraries are ready (see [`crate::cuda`]); with a description of them.
-#[cfg(feature = "cuda")]
-fn cuda_session(
-    runtime: &Runtime,
-    model: &[u8],
-    options: &ModelOptions,
-) -> Result<(Session, String), CudaFailure> {
-    use ort::ep::{ArenaExtendStrategy, cuda::ConvAlgorithmSearch};
-    let ready = crate::cuda::prepare(runtime.library(), options.device_id).map_err(|e| {
-        if e.is_setting_error() {
-            CudaFailure::Setting(e.to_string())
-        } else {
-            CudaFailure::Unavailable(e.to_string())
-        }
-    })?;
-    let search = match options.cuda.conv_search {
-        ConvSearch::Heuristic => ConvAlgorithmSearch::Heuristic,
-        ConvSearch::Exhaustive => ConvAlgorithmSearch::Exhaustive,
-        ConvSearch::Default => ConvAlgorithmSearch::Default,
-    };
-    let mut cuda = ort::ep::CUDA::default()
-        .with_device_id(options.device_id)
-        .with_arena_extend_strategy(ArenaExtendStrategy::SameAsRequested)
-        .with_conv_algorithm_search(search);
-    if options.cuda.memory_limit > 0 {
-        cuda = cuda.with_memory_limit(options.cuda.memory_limit);
-    }
-    let unavailable = |e: String| CudaFailure::Unavailable(e);
-    let session = base_builder(runtime)
-        .map_err(|e| unavailable(e.to_string()))?
-        .with_execution_providers([cuda.build().error_on_failure()])
-        .map_err(|e| unavailable(e.to_string()))?
-        .commit_from_memory(model)
-        .map_err(|e| unavailable(e.to_string()))?;
-    Ok((session, ready.to_string()))
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_session(
-    _runtime: &Runtime,
-    _model: &[u8],
-    _options: &ModelOptions,
-) -> Result<(Session, String), CudaFailure> {
-    Err(CudaFailure::Unavailable(
-        "this build of u2netmatte has no CUDA support (feature `cuda`)".into(),
-    ))
 }
 
 #[cfg(test)]

@@ -58,14 +58,43 @@ impl From<U2NetMatteMode> for crate::matte::Mode {
 pub enum U2NetMatteProvider {
     #[default]
     #[enum_value(
-        name = "Auto: CUDA when it can be used, else the CPU (with a warning)",
+        name = "Auto: CUDA when it can be used, else OpenVINO where ONNX Runtime's OpenVINO build is loaded, else the CPU (with a warning)",
         nick = "auto"
     )]
     Auto,
     #[enum_value(name = "CUDA: fail if CUDA cannot be used", nick = "cuda")]
     Cuda,
-    #[enum_value(name = "CPU", nick = "cpu")]
+    #[enum_value(name = "CPU: ONNX Runtime's own", nick = "cpu")]
     Cpu,
+    #[enum_value(
+        name = "OpenVINO on the CPU: fail if ONNX Runtime's OpenVINO build cannot run the model",
+        nick = "openvino"
+    )]
+    OpenVino,
+}
+
+/// The number format inference computes in (the `precision` property).
+#[derive(Debug, Eq, PartialEq, Ord, PartialOrd, Hash, Clone, Copy, glib::Enum, Default)]
+#[repr(u32)]
+#[enum_type(name = "GstU2NetMattePrecision")]
+pub enum U2NetMattePrecision {
+    #[default]
+    #[enum_value(name = "fp32: masks equal rembg's", nick = "fp32")]
+    Fp32,
+    #[enum_value(
+        name = "bf16: on a CPU with AMX or AVX512-BF16, through OpenVINO (elsewhere fp32, with a warning)",
+        nick = "bf16"
+    )]
+    Bf16,
+}
+
+impl From<U2NetMattePrecision> for crate::model::Precision {
+    fn from(p: U2NetMattePrecision) -> Self {
+        match p {
+            U2NetMattePrecision::Fp32 => Self::Fp32,
+            U2NetMattePrecision::Bf16 => Self::Bf16,
+        }
+    }
 }
 
 impl From<U2NetMatteProvider> for crate::model::Provider {
@@ -74,6 +103,7 @@ impl From<U2NetMatteProvider> for crate::model::Provider {
             U2NetMatteProvider::Auto => Self::Auto,
             U2NetMatteProvider::Cuda => Self::Cuda,
             U2NetMatteProvider::Cpu => Self::Cpu,
+            U2NetMatteProvider::OpenVino => Self::OpenVino,
         }
     }
 }
@@ -117,6 +147,7 @@ pub fn register(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     U2NetMatteMode::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     U2NetMatteProvider::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     U2NetMatteConvSearch::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
+    U2NetMattePrecision::static_type().mark_as_plugin_api(gst::PluginAPIFlags::empty());
     gst::Element::register(
         Some(plugin),
         "u2netmatte",

@@ -94,7 +94,7 @@ type Spelling = fn(&ModelKey) -> String;
 /// `property=wanted (the session has: running)`; None if they agree.
 pub(super) fn differences(running: &ModelKey, wanted: &ModelKey) -> Option<String> {
     // Each property of the key, spelt as on a launch line.
-    let spellings: [(&str, Spelling); 7] = [
+    let spellings: [(&str, Spelling); 9] = [
         ("model", |k| k.path.display().to_string()),
         ("provider", |k| nick(k.provider)),
         ("device-id", |k| k.device_id.to_string()),
@@ -106,6 +106,8 @@ pub(super) fn differences(running: &ModelKey, wanted: &ModelKey) -> Option<Strin
         ("inference-size", |k| {
             k.inference_size.map_or("0".to_string(), |s| s.to_string())
         }),
+        ("precision", |k| nick(k.precision)),
+        ("threads", |k| k.threads.to_string()),
     ];
     let diffs: Vec<String> = spellings
         .iter()
@@ -120,7 +122,7 @@ pub(super) fn differences(running: &ModelKey, wanted: &ModelKey) -> Option<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::u2netmatte::{U2NetMatteConvSearch, U2NetMatteProvider};
+    use crate::u2netmatte::{U2NetMatteConvSearch, U2NetMattePrecision, U2NetMatteProvider};
 
     fn key(size: Option<u32>) -> ModelKey {
         ModelKey {
@@ -131,6 +133,8 @@ mod tests {
             conv_search: U2NetMatteConvSearch::Heuristic,
             ort_library: None,
             inference_size: size,
+            precision: U2NetMattePrecision::Fp32,
+            threads: 0,
         }
     }
 
@@ -146,12 +150,15 @@ mod tests {
         other.path = "/models/u2net.onnx".into();
         other.gpu_memory_limit_mib = 2048;
         other.conv_search = U2NetMatteConvSearch::Exhaustive;
+        other.precision = U2NetMattePrecision::Bf16;
+        other.threads = 1;
         assert_eq!(
             differences(&key(None), &other).unwrap(),
             "model=/models/u2net.onnx (the session has /models/u2netp.onnx), \
              provider=cuda (the session has cpu), gpu-memory-limit=2048 (the session has 0), \
              cudnn-conv-search=exhaustive (the session has heuristic), \
-             inference-size=256 (the session has 0)"
+             inference-size=256 (the session has 0), precision=bf16 (the session has fp32), \
+             threads=1 (the session has 0)"
         );
     }
 

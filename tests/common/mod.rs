@@ -278,6 +278,67 @@ pub fn first_frame(desc: &str) -> (Vec<u8>, gst_video::VideoInfo) {
     (packed_plane(&sample.buffer_owned().unwrap(), &info), info)
 }
 
+/// The four PNG photos: the same pixels reach rembg (Pillow) and the element
+/// (pngdec). rocket.jpg is left out: jpegdec + videoconvert and Pillow decode
+/// it to different pixels (mean 2.8 levels apart), which says nothing of us.
+pub const PHOTOS: [&str; 4] = ["astronaut", "chelsea", "coffee", "motorcycle_left"];
+
+fn decode_gray_png(path: &Path) -> (Vec<u8>, u32, u32) {
+    let (plane, info) = first_frame(&format!(
+        "filesrc location={} ! pngdec ! videoconvert ! video/x-raw,format=GRAY8 ! appsink name=sink",
+        path.display()
+    ));
+    (plane, info.width(), info.height())
+}
+
+/// The element's masks of [`PHOTOS`] (`u2netmatte mode=mask batch-size=4`
+/// and `properties`, as on a launch line) against rembg's in
+/// tests/data/rembg-u2netp: (photo, MAE in % of full scale, IoU at 0.5).
+pub fn masks_against_rembg(properties: &str) -> Vec<(&'static str, f64, f64)> {
+    init();
+    // The photos as one stream of mixed sizes, so they share a batch.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = temp_dir(&format!("parity{run}"));
+    for (i, name) in PHOTOS.iter().enumerate() {
+        std::fs::copy(
+            photo(&format!("{name}.png")),
+            dir.join(format!("{i:04}.png")),
+        )
+        .unwrap();
+    }
+    let pipeline = parse_pipeline(&format!(
+        "multifilesrc location={}/%04d.png caps=image/png stop-index={} ! pngdec ! videoconvert ! \
+         u2netmatte mode=mask batch-size=4 {properties} ! appsink name=sink sync=false",
+        dir.display(),
+        PHOTOS.len() - 1
+    ));
+    let sink = sink_of(&pipeline);
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let samples = collect_samples(&sink);
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        samples.len(),
+        PHOTOS.len(),
+        "{properties}: one mask a photo"
+    );
+
+    let mut comparisons = Vec::new();
+    for (name, sample) in PHOTOS.iter().zip(samples) {
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let ours = packed_plane(&sample.buffer_owned().unwrap(), &info);
+        let reference = Path::new(TOP).join(format!("tests/data/rembg-u2netp/{name}.png"));
+        let (theirs, w, h) = decode_gray_png(&reference);
+        assert_eq!((info.width(), info.height()), (w, h), "{name}: size");
+        let mae = mae_percent(&ours, &theirs);
+        let iou = iou(&threshold(&ours), &threshold(&theirs));
+        println!("{properties} {name} {w}x{h}: MAE {mae:.3}% of full scale, IoU {iou:.4}");
+        comparisons.push((*name, mae, iou));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+    comparisons
+}
+
 /// The pipeline's `appsink name=sink`.
 pub fn sink_of(pipeline: &gst::Pipeline) -> gst_app::AppSink {
     pipeline

@@ -1,0 +1,324 @@
+// SPDX-License-Identifier: MPL-2.0
+//! ONNX Runtime's OpenVINO build (`make setup` puts it in
+//! .deps/onnxruntime-openvino): the element loads it for provider=openvino
+//! and precision=bf16, reports the provider that really runs, keeps masks
+//! within rembg's bounds, and `threads` bounds the cores it computes on.
+//! A process holds one ONNX Runtime: this binary's is the OpenVINO build;
+//! what needs the plain one runs in a child process.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+use gst::prelude::*;
+use gstu2netmatte::model::providers::{self, openvino};
+use gstu2netmatte::model::{Model, ModelOptions, Precision, Provider, ProviderUsed};
+use gstu2netmatte::runtime::{self, Build};
+
+const PLAIN_LIBRARY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/.deps/onnxruntime/libonnxruntime.so.1.31.1"
+);
+
+fn openvino_runtime() -> std::sync::Arc<runtime::Runtime> {
+    let loaded = runtime::load_build(None, Build::OpenVino, None, ort::logging::LogLevel::Warning)
+        .expect("ONNX Runtime's OpenVINO build loads (make setup)");
+    assert!(
+        loaded
+            .runtime
+            .library()
+            .ends_with("onnxruntime-openvino/libonnxruntime.so.1.24.1"),
+        "{}",
+        loaded.runtime.library().display()
+    );
+    loaded.runtime
+}
+
+fn u2netp() -> std::path::PathBuf {
+    Path::new(TOP).join("models/u2netp.onnx")
+}
+
+fn options(provider: Provider, precision: Precision) -> ModelOptions {
+    ModelOptions {
+        provider,
+        precision,
+        ..ModelOptions::default()
+    }
+}
+
+/// The stats messages' `provider` field of a short stream through
+/// `u2netmatte {properties}`.
+fn reported_providers(properties: &str) -> Vec<String> {
+    let pipeline = parse_pipeline(&format!(
+        "videotestsrc num-buffers=3 ! video/x-raw,width=160,height=120 ! \
+         u2netmatte stats=true {properties} ! fakesink"
+    ));
+    let bus = pipeline.bus().unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let mut providers = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_seconds(1)) else {
+            continue;
+        };
+        match msg.view() {
+            gst::MessageView::Element(e) => {
+                if let Some(s) = e.structure().filter(|s| s.name() == "u2netmatte-stats") {
+                    providers.push(s.get::<String>("provider").unwrap());
+                }
+            }
+            gst::MessageView::Eos(_) => break,
+            gst::MessageView::Error(e) => panic!("{properties}: {}", e.error()),
+            _ => {}
+        }
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    providers
+}
+
+#[test]
+fn the_provider_reported_is_the_one_that_runs() {
+    let runtime = openvino_runtime();
+    let fp32 = Model::load(
+        &runtime,
+        &u2netp(),
+        &options(Provider::OpenVino, Precision::Fp32),
+    )
+    .expect("U2NetP runs on OpenVINO");
+    assert_eq!(
+        fp32.provider(),
+        ProviderUsed::OpenVino {
+            precision: Precision::Fp32
+        }
+    );
+    // provider=auto without CUDA takes OpenVINO where its build is loaded,
+    // and says why not CUDA.
+    let auto = Model::load(
+        &runtime,
+        &u2netp(),
+        &options(Provider::Auto, Precision::Fp32),
+    )
+    .expect("U2NetP loads");
+    assert_eq!(auto.provider(), fp32.provider());
+    if !cfg!(feature = "cuda") || auto.fallback_reason().is_some() {
+        assert!(
+            auto.fallback_reason()
+                .unwrap_or("cuda: ")
+                .starts_with("cuda: ")
+        );
+    }
+    let bf16 = if providers::cpu_has_bf16() {
+        Precision::Bf16
+    } else {
+        Precision::Fp32
+    };
+    // One message a batch; every one names the provider.
+    let reported = reported_providers("provider=openvino precision=bf16");
+    assert!(!reported.is_empty());
+    assert!(
+        reported
+            .iter()
+            .all(|p| *p == format!("OpenVINO (CPU, {bf16})")),
+        "{reported:?}"
+    );
+    let reported = reported_providers("provider=cpu");
+    assert!(
+        !reported.is_empty() && reported.iter().all(|p| p == "CPU"),
+        "{reported:?}"
+    );
+}
+
+/// OpenVINO logs an option it does not take and leaves every node to the
+/// plain CPU provider; the element's session forbids that fallback, so
+/// the run that would have been on the plain CPU is an error instead.
+#[test]
+fn an_option_openvino_does_not_take_is_an_error_not_a_silent_cpu_run() {
+    let runtime = openvino_runtime();
+    let bytes = gstu2netmatte::model::graph::prepare(&std::fs::read(u2netp()).unwrap(), None)
+        .unwrap()
+        .bytes;
+    let plain = options(Provider::OpenVino, Precision::Fp32);
+    assert!(openvino::open_with(&runtime, &bytes, &plain, &[]).is_ok());
+    for bad in [("precision", "BF16"), ("no_such_option", "1")] {
+        let error = openvino::open_with(&runtime, &bytes, &plain, &[bad])
+            .err()
+            .unwrap_or_else(|| panic!("{bad:?} gave a session"));
+        assert!(error.to_string().contains("OpenVINO"), "{bad:?}: {error}");
+    }
+}
+
+#[test]
+fn openvino_fp32_masks_are_at_rembg_parity() {
+    for (name, mae, iou) in masks_against_rembg("provider=openvino precision=fp32") {
+        assert!(mae <= 0.5, "{name}: MAE {mae:.3}% > 0.5%");
+        assert!(iou >= 0.99, "{name}: IoU {iou:.4} < 0.99");
+    }
+}
+
+#[test]
+fn bf16_masks_stay_within_the_bounds() {
+    for (name, mae, iou) in masks_against_rembg("provider=openvino precision=bf16") {
+        assert!(mae <= 0.5, "{name}: MAE {mae:.3}% > 0.5%");
+        assert!(iou >= 0.985, "{name}: IoU {iou:.4} < 0.985");
+    }
+}
+
+/// provider=openvino in a process whose ONNX Runtime is the plain build:
+/// an error that names the cause and the way out.
+#[test]
+fn openvino_without_its_build_is_an_error_naming_it() {
+    let out = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "videotestsrc",
+            "num-buffers=1",
+            "!",
+            "u2netmatte",
+            "provider=openvino",
+            "!",
+            "fakesink",
+        ])
+        .env("GST_PLUGIN_PATH", plugin_dir())
+        .env("ORT_DYLIB_PATH", PLAIN_LIBRARY)
+        .output()
+        .expect("gst-launch-1.0 runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("provider=openvino but OpenVINO cannot be used")
+            && text.contains("has no OpenVINO provider")
+            && text.contains("libonnxruntime.so.1.31.1")
+            && text.contains("onnxruntime-openvino"),
+        "{text}"
+    );
+}
+
+/// The folder the test build's plugin is in (target/debug).
+fn plugin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
+    assert!(
+        dir.join("libgstu2netmatte.so").is_file(),
+        "no plugin in {}: cargo build --lib",
+        dir.display()
+    );
+    dir
+}
+
+/// How many threads computed during a few model runs in a child process
+/// of its own (nothing else of this binary runs there), on `provider` with
+/// `threads` and the library `library` names. Counted per thread, from
+/// /proc, so that another process's load on the machine changes nothing.
+fn computing_threads(provider: &str, threads: usize, library: Option<&str>) -> usize {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([
+            "--exact",
+            "child_runs_the_model",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("U2NETMATTE_TEST_PROVIDER", provider)
+        .env("U2NETMATTE_TEST_THREADS", threads.to_string());
+    if let Some(library) = library {
+        child.env("ORT_DYLIB_PATH", library);
+    }
+    let out = child.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{provider} threads={threads}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("computing-threads="))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no computing-threads line in:\n{stdout}"))
+}
+
+#[test]
+#[ignore = "run by threads_bounds_the_threads_inference_computes_on, in a process of its own"]
+fn child_runs_the_model() {
+    let provider = match std::env::var("U2NETMATTE_TEST_PROVIDER").unwrap().as_str() {
+        "openvino" => Provider::OpenVino,
+        _ => Provider::Cpu,
+    };
+    let threads = std::env::var("U2NETMATTE_TEST_THREADS")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let build = match provider {
+        Provider::OpenVino => Build::OpenVino,
+        _ => Build::Plain,
+    };
+    let runtime = runtime::load_build(None, build, None, ort::logging::LogLevel::Warning)
+        .unwrap()
+        .runtime;
+    let mut model = Model::load(
+        &runtime,
+        &u2netp(),
+        &ModelOptions {
+            provider,
+            threads,
+            ..ModelOptions::default()
+        },
+    )
+    .unwrap();
+    let input: Vec<f32> = (0..model.frame_len())
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+        .collect();
+    let mut masks = Vec::new();
+    model.run(&input, 1, &mut masks).unwrap();
+    let before = thread_cpu_ticks();
+    for _ in 0..4 {
+        model.run(&input, 1, &mut masks).unwrap();
+    }
+    let after = thread_cpu_ticks();
+    let spent: Vec<u64> = after
+        .iter()
+        .map(|(tid, ticks)| ticks - before.get(tid).copied().unwrap_or(0))
+        .collect();
+    let busiest = spent.iter().copied().max().unwrap_or(0);
+    // A thread that computes its share of a run has a fair fraction of
+    // the busiest one's time; idle and housekeeping threads have none.
+    let computing = spent.iter().filter(|&&t| t * 4 >= busiest && t > 0).count();
+    println!("computing-threads={computing} (ticks {spent:?})");
+}
+
+/// Each thread of this process: user + system CPU time, in clock ticks.
+fn thread_cpu_ticks() -> std::collections::HashMap<u32, u64> {
+    let mut ticks = std::collections::HashMap::new();
+    for entry in std::fs::read_dir("/proc/self/task").unwrap() {
+        let entry = entry.unwrap();
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces) in ")".
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        let (utime, stime): (u64, u64) = (fields[11].parse().unwrap(), fields[12].parse().unwrap());
+        let tid = entry.file_name().to_str().unwrap().parse().unwrap();
+        ticks.insert(tid, utime + stime);
+    }
+    ticks
+}
+
+#[test]
+fn threads_bounds_the_threads_inference_computes_on() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for (provider, library) in [("openvino", None), ("cpu", Some(PLAIN_LIBRARY))] {
+        let one = computing_threads(provider, 1, library);
+        assert_eq!(one, 1, "{provider} threads=1");
+        if cores >= 2 {
+            let all = computing_threads(provider, 0, library);
+            assert!(
+                all >= 2,
+                "{provider}: threads=0 computed on {all} threads ({cores} cores)"
+            );
+            let two = computing_threads(provider, 2, library);
+            assert_eq!(two, 2, "{provider} threads=2");
+        }
+    }
+}
