@@ -69,24 +69,30 @@ lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-# The element beside the bare model and rembg 2.0.86, in one run (not a test).
+# The element beside the bare model and rembg 2.0.86, in one run; then the
+# CPU's runtimes (plain fp32, OpenVINO fp32 and bf16), bare and in the
+# element, interleaved in one run (not a test).
 bench: setup rembg-venv
 	$(CARGO) bench --bench throughput
+	python3 bench/cpu_providers.py
 
 # Live 640x480@30 through the element (fps, latency, lateness, mask age),
 # and the flicker of its masks on a real clip (not a test).
 bench-live: setup
 	$(CARGO) bench --bench live
+	LIVE_PROPS="precision=bf16" $(CARGO) bench --bench live
 
 # Four streams with a session each or one shared session, beside one
 # element alone: throughput and peak RSS (not a test).
 bench-shared: setup
 	$(CARGO) bench --bench shared
 
-# The folder tool beside `rembg p` on the same folder.
+# The folder tool beside `rembg p` on the same folder, as it is and with
+# bf16 (the fastest on a CPU with AMX or AVX512-BF16).
 bench-cli: build rembg-venv
 	.deps/rembg-venv/bin/pip install -q "rembg[cli]==2.0.86"
 	bench/cli_vs_rembg.sh
+	CLI_FLAGS="--precision bf16" bench/cli_vs_rembg.sh
 
 rembg-venv:
 	test -x .deps/rembg-venv/bin/python || python3 -m venv .deps/rembg-venv

@@ -12,6 +12,11 @@
 //! BENCH_GFLOP_PER_FRAME (the model's cost, for the throughput it reaches),
 //! BENCH_CONV_SEARCH (cuDNN's: heuristic, exhaustive, default; default
 //! heuristic, for the bare session and the element alike).
+//! On the CPU: BENCH_PROVIDER=openvino, BENCH_PRECISION (fp32, bf16),
+//! BENCH_THREADS (0: every core); BENCH_SUMMARY=1 measures only the bare
+//! session at 320x320 and the element (composite, batch 4) at 1080p and 4K,
+//! each right after its bare session, and prints one `summary` JSON line
+//! (bench/cpu_providers.py runs it once per provider and precision).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,7 +24,8 @@ use std::time::Instant;
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gstu2netmatte::matte::{Composite, Matter, Mode, OutFrame};
-use gstu2netmatte::model::{ConvSearch, CudaOptions, Model, ModelOptions, Provider};
+use gstu2netmatte::model::{ConvSearch, CudaOptions, Model, ModelOptions, Precision, Provider};
+use gstu2netmatte::runtime::Build;
 use gstu2netmatte::prep::{Frame, PixelLayout, Preparer};
 
 /// The project's folder: where it was built, or BENCH_TOP (on a machine the
@@ -141,6 +147,8 @@ struct Bench {
     runs: usize,
     frames: usize,
     provider: &'static str,
+    precision: &'static str,
+    threads: usize,
     /// The cudnn-conv-search nick.
     conv_search: &'static str,
     model_path: PathBuf,
@@ -218,8 +226,10 @@ impl Bench {
             .unwrap();
         let pipeline = gst::parse::launch(&format!(
             "appsrc name=src format=time ! u2netmatte mode=mask batch-size=1 provider={} \
-             cudnn-conv-search={} model={} ! appsink name=sink sync=false",
+             precision={} threads={} cudnn-conv-search={} model={} ! appsink name=sink sync=false",
             self.provider,
+            self.precision,
+            self.threads,
             self.conv_search,
             self.model_path.display()
         ))
@@ -269,9 +279,11 @@ impl Bench {
             let before = current_rss_mib();
             let pipeline = gst::parse::launch(&format!(
                 "appsrc name=src format=time block=true max-buffers=2 ! \
-                 u2netmatte mode={mode} batch-size={batch} provider={} cudnn-conv-search={} model={} ! \
-                 fakesink sync=false",
+                 u2netmatte mode={mode} batch-size={batch} provider={} precision={} threads={} \
+                 cudnn-conv-search={} model={} ! fakesink sync=false",
                 self.provider,
+                self.precision,
+                self.threads,
                 self.conv_search,
                 self.model_path.display()
             ))
@@ -377,14 +389,28 @@ fn main() {
     }
     gst::init().unwrap();
     gstu2netmatte::plugin_register_static().unwrap();
-    let runtime = gstu2netmatte::runtime::load(None, None, ort::logging::LogLevel::Warning)
-        .unwrap()
-        .runtime;
     let (provider_nick, provider) = match std::env::var("BENCH_PROVIDER").as_deref() {
         Ok("cuda") => ("cuda", Provider::Cuda),
         Ok("auto") => ("auto", Provider::Auto),
+        Ok("openvino") => ("openvino", Provider::OpenVino),
         _ => ("cpu", Provider::Cpu),
     };
+    let (precision_nick, precision) = match std::env::var("BENCH_PRECISION").as_deref() {
+        Ok("bf16") => ("bf16", Precision::Bf16),
+        _ => ("fp32", Precision::Fp32),
+    };
+    // As the element does: OpenVINO and bf16 load ONNX Runtime's OpenVINO
+    // build (the bare session and the element share the process's).
+    let build = if provider == Provider::OpenVino || precision == Precision::Bf16 {
+        Build::OpenVino
+    } else {
+        Build::Plain
+    };
+    let runtime =
+        gstu2netmatte::runtime::load_build(None, build, None, ort::logging::LogLevel::Warning)
+            .unwrap()
+            .runtime;
+    let threads_setting = env_usize("BENCH_THREADS", 0);
     let model_path = std::env::var_os("BENCH_MODEL")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(&top()).join("models/u2netp.onnx"));
@@ -405,6 +431,9 @@ fn main() {
             conv_search,
             ..Default::default()
         },
+        precision,
+        threads: threads_setting,
+        cache_dir: gstu2netmatte::model::default_cache_dir(),
         ..Default::default()
     };
     let model = Model::load(&runtime, &model_path, &options).unwrap();
@@ -414,6 +443,8 @@ fn main() {
         runs: env_usize("BENCH_RUNS", 3),
         frames: env_usize("BENCH_FRAMES", 8),
         provider: provider_nick,
+        precision: precision_nick,
+        threads: threads_setting,
         conv_search: conv_search_nick,
         model_path: model_path.clone(),
         model,
@@ -429,6 +460,23 @@ fn main() {
         bench.runs,
         bench.frames
     );
+
+    if std::env::var("BENCH_SUMMARY").is_ok_and(|v| v == "1") {
+        let bare = bench.bare(1);
+        let mut fields = vec![
+            format!("\"provider\": \"{used}\""),
+            format!("\"bare_ms\": {bare:.2}"),
+        ];
+        for name in ["1080p", "4K"] {
+            let bare = bench.bare(1);
+            let (ms, _) = bench.element(name, "composite", 4);
+            fields.push(format!(
+                "\"{name}\": {{\"bare_ms\": {bare:.2}, \"element_ms\": {ms:.2}}}"
+            ));
+        }
+        println!("summary {{{}}}", fields.join(", "));
+        return;
+    }
 
     let gflop: Option<f64> = std::env::var("BENCH_GFLOP_PER_FRAME")
         .ok()

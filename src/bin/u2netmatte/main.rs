@@ -36,6 +36,17 @@ pub enum Provider {
     Auto,
     Cuda,
     Cpu,
+    /// The CPU through ONNX Runtime's OpenVINO build.
+    Openvino,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Precision {
+    /// Masks equal rembg's.
+    Fp32,
+    /// Faster on a CPU with AMX or AVX512-BF16 (through OpenVINO); masks
+    /// within 0.5 % of fp32's.
+    Bf16,
 }
 
 /// Output file format.
@@ -108,6 +119,12 @@ pub struct Args {
     pub batch_timeout: u32,
     #[arg(long, value_enum, default_value_t = Provider::Auto)]
     pub provider: Provider,
+    #[arg(long, value_enum, default_value_t = Precision::Fp32)]
+    pub precision: Precision,
+    /// Threads inference computes on (0: every core); to share a machine
+    /// with other jobs.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=1024))]
+    pub threads: u32,
     /// CUDA device.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..))]
     pub device_id: i32,

@@ -20,7 +20,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::codec::{self, OutputPicture};
 use crate::inputs::{self, Job};
-use crate::{Args, Mode, Provider};
+use crate::{Args, Mode, Precision, Provider};
 
 pub struct Summary {
     pub total: usize,
@@ -51,6 +51,14 @@ fn provider_nick(p: Provider) -> &'static str {
         Provider::Auto => "auto",
         Provider::Cuda => "cuda",
         Provider::Cpu => "cpu",
+        Provider::Openvino => "openvino",
+    }
+}
+
+fn precision_nick(p: Precision) -> &'static str {
+    match p {
+        Precision::Fp32 => "fp32",
+        Precision::Bf16 => "bf16",
     }
 }
 
@@ -81,6 +89,8 @@ fn build(args: &Args, queue: u64) -> Result<Pipeline, String> {
         .property("batch-timeout", args.batch_timeout)
         .property_from_str("mode", nick(args.mode))
         .property_from_str("provider", provider_nick(args.provider))
+        .property_from_str("precision", precision_nick(args.precision))
+        .property("threads", args.threads)
         .build()
         .map_err(|e| format!("the u2netmatte element: {e}"))?;
     if let Some(lib) = &args.ort_library {
