@@ -41,11 +41,14 @@ check-gpu-setup: setup-gpu
 DATA_HOME := $(or $(XDG_DATA_HOME),$(HOME)/.local/share)
 PLUGINS_DIR := $(DATA_HOME)/gstreamer-1.0/plugins
 ORT_DIR := $(DATA_HOME)/u2netmatte/onnxruntime
+ORT_OV_DIR := $(DATA_HOME)/u2netmatte/onnxruntime-openvino
 MODELS_DIR := $(DATA_HOME)/u2netmatte/models
 install: build
 	install -d $(PLUGINS_DIR) $(ORT_DIR) $(MODELS_DIR)
 	install -m 0644 target/release/libgstu2netmatte.so $(PLUGINS_DIR)/
 	install -m 0644 $(ORT_LIB) $(ORT_DIR)/
+	if [ -d .deps/onnxruntime-openvino ]; then install -d $(ORT_OV_DIR) && \
+	  install -m 0644 .deps/onnxruntime-openvino/*.so* $(ORT_OV_DIR)/; fi
 	install -m 0644 models/*.onnx $(MODELS_DIR)/
 
 # The same with ONNX Runtime's CUDA build.
