@@ -4,6 +4,7 @@
 
 pub mod graph;
 pub mod names;
+pub mod recentre;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
