@@ -5,6 +5,7 @@
 pub mod graph;
 pub mod names;
 pub mod providers;
+pub mod recentre;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
