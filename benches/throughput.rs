@@ -25,8 +25,8 @@ use gst::prelude::*;
 use gst_video::prelude::*;
 use gstu2netmatte::matte::{Composite, Matter, Mode, OutFrame};
 use gstu2netmatte::model::{ConvSearch, CudaOptions, Model, ModelOptions, Precision, Provider};
-use gstu2netmatte::runtime::Build;
 use gstu2netmatte::prep::{Frame, PixelLayout, Preparer};
+use gstu2netmatte::runtime::Build;
 
 /// The project's folder: where it was built, or BENCH_TOP (on a machine the
 /// binary was carried to).

@@ -146,7 +146,8 @@ pub fn load_build(
         user_dir.as_deref(),
     );
     if build == Build::OpenVino && explicit.or(env_path.as_deref()).is_none() {
-        let openvino = openvino_candidates(user_data_dir().as_deref(), Path::new(SETUP_OPENVINO_DIR));
+        let openvino =
+            openvino_candidates(user_data_dir().as_deref(), Path::new(SETUP_OPENVINO_DIR));
         candidates.splice(0..0, openvino);
     }
 
@@ -302,11 +303,16 @@ mod tests {
 
     #[test]
     fn openvino_build_is_looked_for_installed_then_in_setup() {
-        let c = openvino_candidates(Some(Path::new("/data/u2netmatte")), Path::new("/p/.deps/ov"));
+        let c = openvino_candidates(
+            Some(Path::new("/data/u2netmatte")),
+            Path::new("/p/.deps/ov"),
+        );
         assert_eq!(
             c,
             vec![
-                Candidate::File("/data/u2netmatte/onnxruntime-openvino/libonnxruntime.so.1.24.1".into()),
+                Candidate::File(
+                    "/data/u2netmatte/onnxruntime-openvino/libonnxruntime.so.1.24.1".into()
+                ),
                 Candidate::File("/p/.deps/ov/libonnxruntime.so.1.24.1".into()),
             ]
         );

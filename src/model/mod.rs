@@ -224,8 +224,29 @@ impl Model {
         let own_size = prepared.signature.input_size.unwrap_or(DEFAULT_INPUT_SIZE);
         let input_size = requested.unwrap_or(own_size);
 
-        let (opened, fallback_reason) =
-            providers::open(runtime, path, &prepared.bytes, options)?;
+        // bf16 runs only on OpenVINO, on a CPU that has it: only there is
+        // the graph re-centred (exact in fp32, so harmless elsewhere).
+        let bf16 = options.precision == Precision::Bf16
+            && matches!(options.provider, Provider::Auto | Provider::OpenVino)
+            && providers::openvino::available()
+            && providers::cpu_has_bf16();
+        let (graph_bytes, recentring) = if bf16 {
+            let (bytes, description) = recentred(
+                runtime,
+                &prepared.bytes,
+                input_size,
+                options.cache_dir.as_deref(),
+            )
+            .map_err(|reason| ModelError::Graph {
+                path: path.to_path_buf(),
+                reason: format!("not made bf16-safe: {reason}"),
+            })?;
+            (bytes, Some(description))
+        } else {
+            (prepared.bytes, None)
+        };
+        let (opened, fallback_reason) = providers::open(runtime, path, &graph_bytes, options)?;
+        drop(graph_bytes);
         let provider = opened.used;
         let precision_warning = providers::effective_precision(
             options.precision,
@@ -248,7 +269,7 @@ impl Model {
             provider,
             fallback_reason,
             precision_warning,
-            recentring: None,
+            recentring,
             threads: options.threads,
             trial,
             requested_size: requested,
@@ -578,6 +599,73 @@ impl Runner for Model {
     }
 }
 
+/// `bytes` re-centred for bf16 ([`recentre`]), and what was done. The
+/// channels chosen are kept in `cache_dir` under the graph's hash: the
+/// calibration runs (a few seconds on two cores) happen once per model and
+/// size, later loads re-apply its choice at once.
+fn recentred(
+    runtime: &Runtime,
+    bytes: &[u8],
+    size: (u32, u32),
+    cache_dir: Option<&Path>,
+) -> Result<(Vec<u8>, String), String> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    // The rule's thresholds are part of the choice.
+    (
+        bytes,
+        size,
+        recentre::MIN_MEAN.to_bits(),
+        recentre::MAX_LEVELS.to_bits(),
+    )
+        .hash(&mut hasher);
+    let cached = cache_dir.map(|d| d.join(format!("recentre-{:016x}.txt", hasher.finish())));
+    if let Some(shifts) = cached.as_deref().and_then(read_shifts) {
+        let (bytes, applied) = recentre::recentre(bytes, &shifts).map_err(|e| e.to_string())?;
+        return Ok((bytes, recentre::describe(&applied) + " (choice cached)"));
+    }
+    let done = recentre::calibrate_and_recentre(runtime, bytes, size).map_err(|e| e.to_string())?;
+    if let Some(file) = cached {
+        let shifts: Vec<recentre::Shift> = done.applied.iter().map(|a| a.shift.clone()).collect();
+        // A cache that cannot be written only costs the next start a
+        // calibration.
+        let _ = write_shifts(&file, &shifts);
+    }
+    Ok((done.bytes, done.description))
+}
+
+/// One line a shift: producer Conv, output channel, value (f32 bits, so
+/// that the cached choice is the calibrated one exactly).
+fn read_shifts(file: &Path) -> Option<Vec<recentre::Shift>> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .map(|line| {
+            let mut fields = line.split(' ');
+            let conv = fields.next()?.to_string();
+            let channel = fields.next()?.parse().ok()?;
+            let by = f32::from_bits(u32::from_str_radix(fields.next()?, 16).ok()?);
+            fields
+                .next()
+                .is_none()
+                .then_some(recentre::Shift { conv, channel, by })
+        })
+        .collect()
+}
+
+fn write_shifts(file: &Path, shifts: &[recentre::Shift]) -> std::io::Result<()> {
+    let text: String = shifts
+        .iter()
+        .map(|s| format!("{} {} {:08x}\n", s.conv, s.channel, s.by.to_bits()))
+        .collect();
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    // Written whole, then renamed: another process never reads half a file.
+    let partial = file.with_extension(format!("{}.part", std::process::id()));
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, file)
+}
+
 /// The input size of rembg's ISNet models, which no U2Net uses.
 const ISNET_INPUT_SIZE: (u32, u32) = (1024, 1024);
 
@@ -677,6 +765,34 @@ mod tests {
             Err(ModelError::Run(_))
         ));
         assert_eq!(fixed.provider(), ProviderUsed::Cuda { device_id: 0 });
+    }
+
+    #[test]
+    fn cached_shifts_read_back_exactly_and_a_damaged_file_is_no_choice() {
+        let dir = std::env::temp_dir().join(format!("u2netmatte-shifts-{}", std::process::id()));
+        let file = dir.join("recentre-0.txt");
+        let shifts = vec![
+            recentre::Shift {
+                conv: "Conv_765".into(),
+                channel: 14,
+                by: 226.0,
+            },
+            recentre::Shift {
+                conv: "Conv_898".into(),
+                channel: 12,
+                by: 53.253_1,
+            },
+        ];
+        write_shifts(&file, &shifts).unwrap();
+        assert_eq!(read_shifts(&file), Some(shifts));
+        std::fs::write(&file, "Conv_765 14\n").unwrap();
+        assert_eq!(read_shifts(&file), None);
+        std::fs::write(&file, "Conv_765 x 43620000\n").unwrap();
+        assert_eq!(read_shifts(&file), None);
+        // No shift at all is a valid choice (a model without such channels).
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(read_shifts(&file), Some(vec![]));
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

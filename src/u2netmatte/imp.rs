@@ -277,6 +277,7 @@ impl U2NetMatte {
         };
         // ONNX Runtime's threads, made with the session, run below the
         // streaming threads (crate::priority).
+        let started = std::time::Instant::now();
         let model = crate::priority::on_inference_priority(|| {
             Model::load(&runtime, &key.path, &options).map_err(|e| e.to_string())
         })
@@ -304,11 +305,12 @@ impl U2NetMatte {
         gst::info!(
             CAT,
             imp = self,
-            "model {} ({}x{} input) on {}",
+            "model {} ({}x{} input) on {}, ready in {} ms",
             key.path.display(),
             width,
             height,
-            model.provider()
+            model.provider(),
+            started.elapsed().as_millis()
         );
         let normalization = model.normalization();
         let engine = Engine::start(Box::new(model)).map_err(|e| {
@@ -359,7 +361,7 @@ impl U2NetMatte {
             Some(ort_log),
             ort_level,
         )
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{e}")))?;
+        .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{e}")))?;
         if let Some(ignored) = &loaded.ignored_request {
             gst::warning!(
                 CAT,
