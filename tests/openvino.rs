@@ -102,13 +102,8 @@ fn the_provider_reported_is_the_one_that_runs() {
     )
     .expect("U2NetP loads");
     assert_eq!(auto.provider(), fp32.provider());
-    if !cfg!(feature = "cuda") || auto.fallback_reason().is_some() {
-        assert!(
-            auto.fallback_reason()
-                .unwrap_or("cuda: ")
-                .starts_with("cuda: ")
-        );
-    }
+    // Built with CUDA, it says why not CUDA (this build has no CUDA provider).
+    assert_eq!(auto.fallback_reason().is_some(), cfg!(feature = "cuda"));
     let bf16 = if providers::cpu_has_bf16() {
         Precision::Bf16
     } else {

@@ -284,11 +284,14 @@ impl U2NetMatte {
         .and_then(|loaded| loaded)
         .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
         if let Some(reason) = model.fallback_reason() {
+            let on = match model.provider() {
+                ProviderUsed::Cpu => "the CPU".to_string(),
+                other => other.to_string(),
+            };
             gst::warning!(
                 CAT,
                 imp = self,
-                "provider=auto runs on {}: {reason}",
-                model.provider()
+                "CUDA cannot be used, running on {on}: {reason}"
             );
         }
         if let Some(warning) = model.precision_warning() {

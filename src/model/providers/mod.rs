@@ -117,6 +117,8 @@ pub fn open(
                     Err(Failure::Setting(e)) if backend.name() == "cuda" => {
                         return Err(ModelError::CudaSetting(e));
                     }
+                    // CUDA comes first: its reason is the warning's own.
+                    Err(e) if backend.name() == "cuda" => reasons.push(e.to_string()),
                     Err(e) => reasons.push(format!("{}: {e}", backend.name())),
                 }
             }
