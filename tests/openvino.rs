@@ -212,31 +212,17 @@ fn plugin_dir() -> std::path::PathBuf {
 /// `threads` and the library `library` names. Counted per thread, from
 /// /proc, so that another process's load on the machine changes nothing.
 fn computing_threads(provider: &str, threads: usize, library: Option<&str>) -> usize {
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
-    child
-        .args([
-            "--exact",
-            "child_runs_the_model",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("U2NETMATTE_TEST_PROVIDER", provider)
-        .env("U2NETMATTE_TEST_THREADS", threads.to_string());
-    if let Some(library) = library {
-        child.env("ORT_DYLIB_PATH", library);
-    }
-    let out = child.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{provider} threads={threads}: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("computing-threads="))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no computing-threads line in:\n{stdout}"))
+    let threads = threads.to_string();
+    let mut env = vec![
+        ("U2NETMATTE_TEST_PROVIDER", provider),
+        ("U2NETMATTE_TEST_THREADS", threads.as_str()),
+    ];
+    env.extend(library.map(|l| ("ORT_DYLIB_PATH", l)));
+    let text = child_value("child_runs_the_model", &env, "computing-threads");
+    text.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("computing-threads={text}"))
 }
 
 #[test]

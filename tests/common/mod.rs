@@ -539,22 +539,32 @@ pub fn loaded_provider() -> String {
 /// `peak-rss-kib=` (see [`print_peak_rss`]): the process's peak is then the
 /// child's alone.
 pub fn child_peak_rss_kib(child: &str, env: &str, value: &str) -> u64 {
+    let text = child_value(child, &[(env, value)], "peak-rss-kib");
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("peak-rss-kib={text}"))
+}
+
+/// Runs the ignored test `child` of this test binary alone in a process of
+/// its own, with `env`, and returns what it printed after `key=`.
+pub fn child_value(child: &str, env: &[(&str, &str)], key: &str) -> String {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", child, "--ignored", "--nocapture"])
-        .env(env, value)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "child {child} with {env}={value} failed:\n{stdout}\n{}",
+        "child {child} with {env:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let prefix = format!("{key}=");
     stdout
         .lines()
-        .find_map(|l| l.strip_prefix("peak-rss-kib="))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak-rss-kib line in:\n{stdout}"))
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key}= line in:\n{stdout}"))
+        .to_string()
 }
 
 /// In a child of [`child_peak_rss_kib`]: prints this process's peak RSS.

@@ -42,13 +42,12 @@ impl Backend for Cuda {
         if options.cuda.memory_limit > 0 {
             cuda = cuda.with_memory_limit(options.cuda.memory_limit);
         }
-        let unavailable = |e: String| Failure::Unavailable(e);
-        let session = super::base_builder(runtime, options.threads)
-            .map_err(|e| unavailable(e.to_string()))?
-            .with_execution_providers([cuda.build().error_on_failure()])
-            .map_err(|e| unavailable(e.to_string()))?
-            .commit_from_memory(model)
-            .map_err(|e| unavailable(e.to_string()))?;
+        let session = super::commit_on(
+            super::base_builder(runtime, options.threads),
+            cuda.build(),
+            model,
+        )
+        .map_err(Failure::Unavailable)?;
         Ok(Opened {
             session,
             used: ProviderUsed::Cuda {

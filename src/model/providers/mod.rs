@@ -70,6 +70,21 @@ pub fn base_builder(runtime: &Runtime, threads: usize) -> ort::Result<SessionBui
     }
 }
 
+/// Registers `provider` on `builder`, failing if it cannot be registered,
+/// and makes the session: the text of whatever failed.
+pub fn commit_on(
+    builder: ort::Result<SessionBuilder>,
+    provider: ort::ep::ExecutionProviderDispatch,
+    model: &[u8],
+) -> Result<Session, String> {
+    builder
+        .map_err(|e| e.to_string())?
+        .with_execution_providers([provider.error_on_failure()])
+        .map_err(|e| e.to_string())?
+        .commit_from_memory(model)
+        .map_err(|e| e.to_string())
+}
+
 /// A session as `options.provider` asks. `auto`: CUDA, else OpenVINO when
 /// the loaded ONNX Runtime has it, else the plain CPU; the reasons the
 /// others were not taken are joined in `fallback`.

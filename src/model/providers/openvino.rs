@@ -97,16 +97,11 @@ pub fn open_with(
     for (key, value) in extra {
         provider = provider.with_arbitrary_config(key, value);
     }
-    let failed = |e: String| Failure::Unavailable(format!("OpenVINO did not take the model: {e}"));
     // ONNX Runtime's own pool would only idle: OpenVINO has its threads.
-    let session = super::base_builder(runtime, 1)
-        .map_err(|e| failed(e.to_string()))?
-        .with_disable_cpu_fallback()
-        .map_err(|e| failed(e.to_string()))?
-        .with_execution_providers([provider.build().error_on_failure()])
-        .map_err(|e| failed(e.to_string()))?
-        .commit_from_memory(model)
-        .map_err(|e| failed(e.to_string()))?;
+    let builder = super::base_builder(runtime, 1)
+        .and_then(|b| b.with_disable_cpu_fallback().map_err(ort::Error::from));
+    let session = super::commit_on(builder, provider.build(), model)
+        .map_err(|e| Failure::Unavailable(format!("OpenVINO did not take the model: {e}")))?;
     Ok(Opened {
         session,
         used: ProviderUsed::OpenVino { precision },
