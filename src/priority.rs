@@ -33,6 +33,11 @@ pub fn lower_this_thread() {
 /// it starts (ONNX Runtime's threads, when it makes a session) runs there
 /// too; returns its result, or the panic's message.
 pub fn on_inference_priority<T: Send>(f: impl FnOnce() -> T + Send) -> Result<T, String> {
+    // Rayon's global pool, which prepares and composes frames, is made by
+    // whoever uses it first, with that thread's priority: were it `f` (the
+    // bf16 calibration prepares pictures), every frame's resizing would run
+    // at the model's priority from then on. Made here, it keeps the caller's.
+    let _ = rayon::current_num_threads();
     std::thread::scope(|s| {
         std::thread::Builder::new()
             .name("u2netmatte-load".into())
@@ -65,6 +70,21 @@ mod tests {
         let expected = (here + INFERENCE_NICE_STEPS).min(19);
         assert_eq!((there, started), (expected, expected));
         assert_eq!(nice_of_this_thread(), here, "the caller keeps its own");
+    }
+
+    #[test]
+    fn rayon_work_started_from_the_model_thread_keeps_the_callers_priority() {
+        let here = nice_of_this_thread();
+        let workers = on_inference_priority(|| {
+            let mut nices = Vec::new();
+            rayon::broadcast(|_| nice_of_this_thread())
+                .into_iter()
+                .for_each(|n| nices.push(n));
+            nices
+        })
+        .unwrap();
+        assert!(!workers.is_empty());
+        assert!(workers.iter().all(|&n| n == here), "{workers:?}, caller {here}");
     }
 
     #[test]
