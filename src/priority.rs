@@ -84,7 +84,10 @@ mod tests {
         })
         .unwrap();
         assert!(!workers.is_empty());
-        assert!(workers.iter().all(|&n| n == here), "{workers:?}, caller {here}");
+        assert!(
+            workers.iter().all(|&n| n == here),
+            "{workers:?}, caller {here}"
+        );
     }
 
     #[test]

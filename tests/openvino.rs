@@ -22,6 +22,21 @@ const PLAIN_LIBRARY: &str = concat!(
     "/.deps/onnxruntime/libonnxruntime.so.1.31.1"
 );
 
+const OPENVINO_LIBRARY: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/.deps/onnxruntime-openvino/libonnxruntime.so.1.24.1"
+);
+
+/// Whether set-up installed the OpenVINO build (it does on x86_64 only);
+/// where it did not, each test says so and checks nothing.
+fn without_openvino_build() -> bool {
+    let missing = !Path::new(OPENVINO_LIBRARY).is_file();
+    if missing {
+        println!("skipped: no {OPENVINO_LIBRARY} (make setup installs it on x86_64)");
+    }
+    missing
+}
+
 fn openvino_runtime() -> std::sync::Arc<runtime::Runtime> {
     let loaded = runtime::load_build(None, Build::OpenVino, None, ort::logging::LogLevel::Warning)
         .expect("ONNX Runtime's OpenVINO build loads (make setup)");
@@ -80,6 +95,9 @@ fn reported_providers(properties: &str) -> Vec<String> {
 
 #[test]
 fn the_provider_reported_is_the_one_that_runs() {
+    if without_openvino_build() {
+        return;
+    }
     let runtime = openvino_runtime();
     let fp32 = Model::load(
         &runtime,
@@ -130,6 +148,9 @@ fn the_provider_reported_is_the_one_that_runs() {
 /// the run that would have been on the plain CPU is an error instead.
 #[test]
 fn an_option_openvino_does_not_take_is_an_error_not_a_silent_cpu_run() {
+    if without_openvino_build() {
+        return;
+    }
     let runtime = openvino_runtime();
     let bytes = gstu2netmatte::model::graph::prepare(&std::fs::read(u2netp()).unwrap(), None)
         .unwrap()
@@ -146,6 +167,9 @@ fn an_option_openvino_does_not_take_is_an_error_not_a_silent_cpu_run() {
 
 #[test]
 fn openvino_fp32_masks_are_at_rembg_parity() {
+    if without_openvino_build() {
+        return;
+    }
     for (name, mae, iou) in masks_against_rembg("provider=openvino precision=fp32") {
         assert!(mae <= 0.5, "{name}: MAE {mae:.3}% > 0.5%");
         assert!(iou >= 0.99, "{name}: IoU {iou:.4} < 0.99");
@@ -159,16 +183,111 @@ fn openvino_fp32_masks_are_at_rembg_parity() {
 /// Where the CPU has no bf16, the element runs fp32 and parity holds.
 #[test]
 fn bf16_masks_stay_within_the_bounds() {
+    if without_openvino_build() {
+        return;
+    }
     for (name, mae, iou) in masks_against_rembg("provider=openvino precision=bf16") {
         assert!(mae <= 0.5, "{name}: MAE {mae:.3}% > 0.5%");
         assert!(iou >= 0.98, "{name}: IoU {iou:.4} < 0.98");
     }
 }
 
+/// bf16's calibrated choice is kept in the cache folder and re-applied at
+/// the next load: the same graph, so the same masks.
+#[test]
+fn the_bf16_choice_is_cached_and_gives_the_same_masks() {
+    if without_openvino_build() || !providers::cpu_has_bf16() {
+        println!("skipped: this CPU has no bf16 (the element runs fp32 there)");
+        return;
+    }
+    let runtime = openvino_runtime();
+    let cache = temp_dir("bf16-cache");
+    let options = ModelOptions {
+        cache_dir: Some(cache.clone()),
+        ..options(Provider::OpenVino, Precision::Bf16)
+    };
+    let input: Vec<f32> = (0..3 * 320 * 320usize)
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+        .collect();
+    let mut masks = Vec::new();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let mut model = Model::load(&runtime, &u2netp(), &options).expect("bf16 loads");
+        model.run(&input, 1, &mut masks).unwrap();
+        runs.push((model.recentring().unwrap().to_string(), masks.clone()));
+    }
+    assert!(
+        runs[0]
+            .0
+            .starts_with("re-centred 2 channels: Conv_765 output 14 by 226")
+            && !runs[0].0.contains("cached"),
+        "{}",
+        runs[0].0
+    );
+    assert_eq!(runs[1].0, format!("{} (choice cached)", runs[0].0));
+    assert_eq!(runs[0].1, runs[1].1);
+    let files: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("recentre-") && f.ends_with(".txt")),
+        "{files:?}"
+    );
+    std::fs::remove_dir_all(cache).unwrap();
+}
+
+/// The re-centred graph is exact in fp32 through OpenVINO too (on any CPU,
+/// bf16 or not): the ops it adds run there, with no CPU fallback.
+#[test]
+fn the_recentred_graph_runs_on_openvino_and_is_exact_in_fp32() {
+    let runtime = openvino_runtime();
+    let prepared = gstu2netmatte::model::graph::prepare(&std::fs::read(u2netp()).unwrap(), None)
+        .unwrap()
+        .bytes;
+    let shifts = [
+        gstu2netmatte::model::recentre::Shift {
+            conv: "Conv_765".into(),
+            channel: 14,
+            by: 226.0,
+        },
+        gstu2netmatte::model::recentre::Shift {
+            conv: "Conv_898".into(),
+            channel: 12,
+            by: 53.25,
+        },
+    ];
+    let (patched, _) = gstu2netmatte::model::recentre::recentre(&prepared, &shifts).unwrap();
+    let fp32 = options(Provider::OpenVino, Precision::Fp32);
+    let input: Vec<f32> = (0..3 * 320 * 320usize)
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+        .collect();
+    let mut outputs = Vec::new();
+    for graph in [&prepared, &patched] {
+        let opened = openvino::open_with(&runtime, graph, &fp32, &[]).expect("OpenVINO takes it");
+        let mut session = opened.session;
+        let tensor =
+            ort::value::TensorRef::from_array_view(([1i64, 3, 320, 320], &input[..])).unwrap();
+        let out = session.run(ort::inputs!["input.1" => tensor]).unwrap();
+        outputs.push(out[0].try_extract_tensor::<f32>().unwrap().1.to_vec());
+    }
+    let worst = outputs[0]
+        .iter()
+        .zip(&outputs[1])
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-3, "d0 moved by up to {worst}");
+}
+
 /// provider=openvino in a process whose ONNX Runtime is the plain build:
 /// an error that names the cause and the way out.
 #[test]
 fn openvino_without_its_build_is_an_error_naming_it() {
+    if without_openvino_build() {
+        return;
+    }
     let out = std::process::Command::new("gst-launch-1.0")
         .args([
             "videotestsrc",
@@ -291,9 +410,26 @@ fn thread_cpu_ticks() -> std::collections::HashMap<u32, u64> {
     ticks
 }
 
+/// Distinct (package, core) pairs of the CPUs this process may run on.
+fn physical_cores() -> usize {
+    let mut cores = std::collections::HashSet::new();
+    for cpu in 0..std::thread::available_parallelism().map_or(1, |n| n.get()) {
+        let topology = format!("/sys/devices/system/cpu/cpu{cpu}/topology");
+        let read = |f: &str| std::fs::read_to_string(format!("{topology}/{f}")).ok();
+        if let (Some(package), Some(core)) = (read("physical_package_id"), read("core_id")) {
+            cores.insert((package.trim().to_string(), core.trim().to_string()));
+        }
+    }
+    cores.len().max(1)
+}
+
 #[test]
 fn threads_bounds_the_threads_inference_computes_on() {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if without_openvino_build() {
+        return;
+    }
+    // ONNX Runtime and OpenVINO take one thread a physical core by default.
+    let cores = physical_cores();
     for (provider, library) in [("openvino", None), ("cpu", Some(PLAIN_LIBRARY))] {
         let one = computing_threads(provider, 1, library);
         assert_eq!(one, 1, "{provider} threads=1");

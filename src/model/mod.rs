@@ -230,18 +230,35 @@ impl Model {
             && matches!(options.provider, Provider::Auto | Provider::OpenVino)
             && providers::openvino::available()
             && providers::cpu_has_bf16();
+        let normalization = normalization_for(path, own_size);
+        let mut recentring_warning = None;
         let (graph_bytes, recentring) = if bf16 {
-            let (bytes, description) = recentred(
+            match recentred(
                 runtime,
                 &prepared.bytes,
                 input_size,
+                normalization,
+                options.threads,
                 options.cache_dir.as_deref(),
-            )
-            .map_err(|reason| ModelError::Graph {
-                path: path.to_path_buf(),
-                reason: format!("not made bf16-safe: {reason}"),
-            })?;
-            (bytes, Some(description))
+            ) {
+                Ok((bytes, description, complete)) => {
+                    if !complete {
+                        recentring_warning = Some(format!(
+                            "precision=bf16: not every near-constant channel could be re-centred \
+                             ({description}); masks may be further from fp32's"
+                        ));
+                    }
+                    (bytes, Some(description))
+                }
+                // An accuracy pass that failed is no reason not to run.
+                Err(reason) => {
+                    recentring_warning = Some(format!(
+                        "precision=bf16 without re-centring (masks may be further from fp32's): \
+                         {reason}"
+                    ));
+                    (prepared.bytes, None)
+                }
+            }
         } else {
             (prepared.bytes, None)
         };
@@ -252,7 +269,8 @@ impl Model {
             options.precision,
             matches!(provider, ProviderUsed::OpenVino { .. }),
         )
-        .1;
+        .1
+        .or(recentring_warning);
         let session = opened.session;
         let cuda_description = opened.description;
         // Only CUDA's first runs can fail where the CPU's would not.
@@ -265,7 +283,7 @@ impl Model {
             input_name: prepared.signature.input_name,
             input_size,
             // The model's own size tells which family it is.
-            normalization: normalization_for(path, own_size),
+            normalization,
             provider,
             fallback_reason,
             precision_warning,
@@ -599,46 +617,86 @@ impl Runner for Model {
     }
 }
 
-/// `bytes` re-centred for bf16 ([`recentre`]), and what was done. The
-/// channels chosen are kept in `cache_dir` under the graph's hash: the
-/// calibration runs (a few seconds on two cores) happen once per model and
-/// size, later loads re-apply its choice at once.
+/// What the bf16 re-centring cache holds, and its first line: a file of
+/// another format (or another version of the rule) is no choice.
+const SHIFTS_HEADER: &str = "u2netmatte-recentre v1";
+
+/// `bytes` re-centred for bf16 ([`recentre`]), what was done, and whether
+/// every channel chosen could be re-centred. The channels chosen are kept
+/// in `cache_dir` under a hash of the graph, the size, the normalisation and
+/// the rule: the calibration (seconds on two cores) runs once per model and
+/// size; later loads re-apply its choice at once.
 fn recentred(
     runtime: &Runtime,
     bytes: &[u8],
     size: (u32, u32),
+    normalization: Normalization,
+    threads: usize,
     cache_dir: Option<&Path>,
-) -> Result<(Vec<u8>, String), String> {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    // The rule's thresholds are part of the choice.
-    (
+) -> Result<(Vec<u8>, String, bool), String> {
+    let key = fnv1a64(&[
         bytes,
-        size,
-        recentre::MIN_MEAN.to_bits(),
-        recentre::MAX_LEVELS.to_bits(),
-    )
-        .hash(&mut hasher);
-    let cached = cache_dir.map(|d| d.join(format!("recentre-{:016x}.txt", hasher.finish())));
+        format!(
+            "{SHIFTS_HEADER} {size:?} {normalization:?} {} {}",
+            recentre::MIN_MEAN,
+            recentre::MAX_LEVELS
+        )
+        .as_bytes(),
+    ]);
+    let cached = cache_dir.map(|d| d.join(format!("recentre-{key:016x}.txt")));
+    let all_done = |applied: &[recentre::Applied]| {
+        applied
+            .iter()
+            .all(|a| matches!(a.outcome, recentre::Outcome::Recentred { .. }))
+    };
     if let Some(shifts) = cached.as_deref().and_then(read_shifts) {
-        let (bytes, applied) = recentre::recentre(bytes, &shifts).map_err(|e| e.to_string())?;
-        return Ok((bytes, recentre::describe(&applied) + " (choice cached)"));
+        // A cached choice that no longer applies cleanly is recalibrated.
+        if let Ok((patched, applied)) = recentre::recentre(bytes, &shifts)
+            && all_done(&applied)
+        {
+            return Ok((
+                patched,
+                recentre::describe(&applied) + " (choice cached)",
+                true,
+            ));
+        }
     }
-    let done = recentre::calibrate_and_recentre(runtime, bytes, size).map_err(|e| e.to_string())?;
+    let done = recentre::calibrate_and_recentre(runtime, bytes, size, normalization, threads)
+        .map_err(|e| e.to_string())?;
     if let Some(file) = cached {
         let shifts: Vec<recentre::Shift> = done.applied.iter().map(|a| a.shift.clone()).collect();
         // A cache that cannot be written only costs the next start a
         // calibration.
         let _ = write_shifts(&file, &shifts);
     }
-    Ok((done.bytes, done.description))
+    let complete = all_done(&done.applied);
+    Ok((done.bytes, done.description, complete))
 }
 
-/// One line a shift: producer Conv, output channel, value (f32 bits, so
-/// that the cached choice is the calibrated one exactly).
+/// FNV-1a over `parts`: stable across Rust releases, unlike `DefaultHasher`,
+/// so that a cache key outlives a toolchain upgrade.
+fn fnv1a64(parts: &[&[u8]]) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in parts.iter().flat_map(|p| p.iter()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The header, the number of shifts, then one line a shift: producer Conv,
+/// output channel, value (f32 bits, so that the cached choice is the
+/// calibrated one exactly). None unless the file is whole.
 fn read_shifts(file: &Path) -> Option<Vec<recentre::Shift>> {
     let text = std::fs::read_to_string(file).ok()?;
-    text.lines()
+    let mut lines = text.lines();
+    let count: usize = lines
+        .next()?
+        .strip_prefix(SHIFTS_HEADER)?
+        .trim()
+        .parse()
+        .ok()?;
+    let shifts: Vec<recentre::Shift> = lines
         .map(|line| {
             let mut fields = line.split(' ');
             let conv = fields.next()?.to_string();
@@ -649,21 +707,41 @@ fn read_shifts(file: &Path) -> Option<Vec<recentre::Shift>> {
                 .is_none()
                 .then_some(recentre::Shift { conv, channel, by })
         })
-        .collect()
+        .collect::<Option<_>>()?;
+    (shifts.len() == count).then_some(shifts)
 }
 
 fn write_shifts(file: &Path, shifts: &[recentre::Shift]) -> std::io::Result<()> {
-    let text: String = shifts
-        .iter()
-        .map(|s| format!("{} {} {:08x}\n", s.conv, s.channel, s.by.to_bits()))
-        .collect();
+    use std::io::Write;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WRITES: AtomicU64 = AtomicU64::new(0);
+    let mut text = format!("{SHIFTS_HEADER} {}\n", shifts.len());
+    for s in shifts {
+        text += &format!("{} {} {:08x}\n", s.conv, s.channel, s.by.to_bits());
+    }
     if let Some(dir) = file.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    // Written whole, then renamed: another process never reads half a file.
-    let partial = file.with_extension(format!("{}.part", std::process::id()));
-    std::fs::write(&partial, text)?;
-    std::fs::rename(&partial, file)
+    // Written whole under a name no other writer uses, then renamed: a
+    // reader sees the old file or the new one, never half of one.
+    let partial = file.with_extension(format!(
+        "{}-{}.part",
+        std::process::id(),
+        WRITES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&partial, file));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
 }
 
 /// The input size of rembg's ISNet models, which no U2Net uses.
@@ -784,15 +862,32 @@ mod tests {
             },
         ];
         write_shifts(&file, &shifts).unwrap();
-        assert_eq!(read_shifts(&file), Some(shifts));
-        std::fs::write(&file, "Conv_765 14\n").unwrap();
+        assert_eq!(read_shifts(&file), Some(shifts.clone()));
+        let whole = std::fs::read_to_string(&file).unwrap();
+        // Cut short at a line's end: fewer shifts than the header says.
+        let first_two_lines: String = whole.lines().take(2).map(|l| format!("{l}\n")).collect();
+        std::fs::write(&file, first_two_lines).unwrap();
         assert_eq!(read_shifts(&file), None);
-        std::fs::write(&file, "Conv_765 x 43620000\n").unwrap();
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(read_shifts(&file), None);
+        std::fs::write(&file, "Conv_765 14 43620000\n").unwrap();
+        assert_eq!(read_shifts(&file), None, "no header");
+        std::fs::write(&file, format!("{SHIFTS_HEADER} 1\nConv_765 x 43620000\n")).unwrap();
         assert_eq!(read_shifts(&file), None);
         // No shift at all is a valid choice (a model without such channels).
-        std::fs::write(&file, "").unwrap();
+        write_shifts(&file, &[]).unwrap();
         assert_eq!(read_shifts(&file), Some(vec![]));
+        // Nothing is left behind but the file.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_cache_key_is_stable_and_depends_on_every_part() {
+        // FNV-1a's published test value.
+        assert_eq!(fnv1a64(&[b"a"]), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(&[b"ab", b"c"]), fnv1a64(&[b"abc"]));
+        assert_ne!(fnv1a64(&[b"abc"]), fnv1a64(&[b"abd"]));
     }
 
     #[test]

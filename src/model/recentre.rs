@@ -26,7 +26,6 @@ use onnx_rs::ast::{
     Attribute, AttributeType, DataType, Graph, Model, Node, OpType, TensorProto, TensorTypeProto,
     TypeProto, TypeValue, ValueInfo,
 };
-use ort::session::{Session, builder::GraphOptimizationLevel};
 use ort::value::TensorRef;
 
 use crate::prep::{Frame, Normalization, PixelLayout, Preparer};
@@ -439,13 +438,14 @@ impl Names {
 pub fn statistics<R>(
     calibration: &Calibration,
     size: (u32, u32),
+    normalization: Normalization,
     mut run: R,
 ) -> Result<Vec<ChannelStats>, RecentreError>
 where
     R: FnMut(&[f32]) -> Result<Vec<NamedOutput>, String>,
 {
     let (height, width) = size;
-    let mut preparer = Preparer::new(width, height, Normalization::IMAGENET);
+    let mut preparer = Preparer::new(width, height, normalization);
     let mut input = vec![0.0f32; preparer.tensor_len()];
     let mut stats: Vec<ChannelStats> = calibration
         .probes
@@ -590,13 +590,15 @@ pub fn calibrate_and_recentre(
     runtime: &Runtime,
     bytes: &[u8],
     size: (u32, u32),
+    normalization: Normalization,
+    threads: usize,
 ) -> Result<Recentred, RecentreError> {
     let calibration = calibration_model(bytes)?;
-    let mut session =
-        cpu_session(runtime, &calibration.bytes).map_err(|e| RecentreError::Run(e.to_string()))?;
+    let mut session = crate::model::providers::cpu::session(runtime, &calibration.bytes, threads)
+        .map_err(|e| RecentreError::Run(e.to_string()))?;
     let shape = [1i64, 3, i64::from(size.0), i64::from(size.1)];
     let input_name = calibration.input_name.clone();
-    let stats = statistics(&calibration, size, |input| {
+    let stats = statistics(&calibration, size, normalization, |input| {
         let tensor = TensorRef::from_array_view((shape, input)).map_err(|e| e.to_string())?;
         let outputs = session
             .run(ort::inputs![input_name.as_str() => tensor])
@@ -618,13 +620,6 @@ pub fn calibrate_and_recentre(
         applied,
         description,
     })
-}
-
-fn cpu_session(runtime: &Runtime, bytes: &[u8]) -> ort::Result<Session> {
-    Session::builder(runtime.environment())?
-        .with_optimization_level(GraphOptimizationLevel::All)?
-        .with_memory_pattern(false)?
-        .commit_from_memory(bytes)
 }
 
 /// "re-centred 2 channels: Conv_765 output 14 by 226, ...; skipped ...".
@@ -791,6 +786,9 @@ impl<'g, 'a> GraphIndex<'g, 'a> {
     fn conv(&self, index: usize) -> Result<ConvFacts, String> {
         let node = &self.graph.node[index];
         let label = node_label(node, index);
+        if node.input.is_empty() || node.output.is_empty() {
+            return Err(format!("{label} has no input or no output"));
+        }
         let weight = node
             .input
             .get(1)
@@ -811,7 +809,13 @@ impl<'g, 'a> GraphIndex<'g, 'a> {
         let weights = weight
             .as_f32()
             .map(|w| w.into_owned())
-            .filter(|w| w.len() == out_channels * in_channels * kh * kw)
+            .filter(|w| {
+                let len = out_channels
+                    .checked_mul(in_channels)
+                    .and_then(|n| n.checked_mul(kh))
+                    .and_then(|n| n.checked_mul(kw));
+                len == Some(w.len())
+            })
             .ok_or_else(|| format!("{label}: its weights are not stored as floats"))?;
         let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
             None => None,
@@ -1425,7 +1429,8 @@ mod tests {
         batch: usize,
         (h, w): (u32, u32),
     ) -> Vec<NamedOutput> {
-        let mut session = cpu_session(runtime, bytes).expect("session");
+        let mut session =
+            crate::model::providers::cpu::session(runtime, bytes, 0).expect("session");
         let name = session.inputs()[0].name().to_string();
         let shape = [batch as i64, 3, i64::from(h), i64::from(w)];
         let tensor = TensorRef::from_array_view((shape, input)).unwrap();
@@ -1538,7 +1543,7 @@ mod tests {
         // Every Relu of U2NetP follows a Conv; d0 stays first.
         assert_eq!(calibration.probes.len(), 112);
         assert_eq!(calibration.input_name, "input.1");
-        let stats = statistics(&calibration, (320, 320), |input| {
+        let stats = statistics(&calibration, (320, 320), Normalization::IMAGENET, |input| {
             Ok(run(&runtime, &calibration.bytes, input, 1, (320, 320)))
         })
         .unwrap();
@@ -1565,7 +1570,9 @@ mod tests {
         let runtime = runtime();
         let original = u2netp(None);
         let started = std::time::Instant::now();
-        let done = calibrate_and_recentre(&runtime, &original, (320, 320)).unwrap();
+        let done =
+            calibrate_and_recentre(&runtime, &original, (320, 320), Normalization::IMAGENET, 0)
+                .unwrap();
         eprintln!("{} (in {:?})", done.description, started.elapsed());
         eprintln!("{:?}", done.applied);
         assert!(

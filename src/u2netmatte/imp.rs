@@ -260,8 +260,13 @@ impl U2NetMatte {
     fn load_model(&self, key: ModelKey, session: String) -> Result<Loaded, gst::ErrorMessage> {
         // OpenVINO and bf16 are in ONNX Runtime's OpenVINO build: where no
         // library is named, that build is looked for first.
+        // bf16 with provider=auto only where no NVIDIA driver is: the
+        // OpenVINO build has no CUDA provider, and the choice is the
+        // process's.
         let wants_openvino = key.provider == U2NetMatteProvider::OpenVino
-            || key.precision == U2NetMattePrecision::Bf16;
+            || (key.precision == U2NetMattePrecision::Bf16
+                && key.provider == U2NetMatteProvider::Auto
+                && !std::path::Path::new("/proc/driver/nvidia/version").exists());
         let runtime = self.load_runtime(key.ort_library.as_deref(), wants_openvino)?;
         let options = ModelOptions {
             provider: key.provider.into(),

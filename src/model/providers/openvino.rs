@@ -20,12 +20,12 @@ use super::{Backend, Failure, Opened, effective_precision};
 use crate::model::{ModelOptions, Precision, ProviderUsed};
 use crate::runtime::Runtime;
 
-/// The libraries the provider library needs, by soname prefix, each after
-/// those it needs itself.
+/// The libraries the pinned build's provider library needs (it has no
+/// RUNPATH), each after those it needs itself.
 const DEPENDENCIES: [&str; 3] = [
-    "libtbb.so.",
-    "libopenvino.so.",
-    "libopenvino_onnx_frontend.so.",
+    "libtbb.so.12",
+    "libopenvino.so.2541",
+    "libopenvino_onnx_frontend.so.2541",
 ];
 
 /// The provider library in ONNX Runtime's OpenVINO build.
@@ -66,8 +66,10 @@ pub fn open_with(
     if !available() {
         return Err(Failure::Unavailable(format!(
             "the ONNX Runtime loaded from {} has no OpenVINO provider; ONNX Runtime's \
-                 OpenVINO build is another library (`make setup` puts it in \
-                 .deps/onnxruntime-openvino): set ort-library to its libonnxruntime.so.1.24.1",
+             OpenVINO build is another library (`make setup` puts it in \
+             .deps/onnxruntime-openvino), and a process holds the one loaded first: name its \
+             libonnxruntime.so.1.24.1 in ort-library or ORT_DYLIB_PATH, for the process's \
+             first element",
             library.display()
         )));
     }
@@ -118,33 +120,28 @@ fn cache_dir(options: &ModelOptions) -> Option<PathBuf> {
     Some(dir)
 }
 
-/// Loads OpenVINO's libraries from `library`'s folder, once per process and
-/// never unloaded (the provider, loaded later, runs on them). Where the
-/// folder has none of them, the system's loader is left to find them.
+/// Loads OpenVINO's libraries from `library`'s folder when that folder is
+/// an OpenVINO build's (it holds the provider library), once per process
+/// and never unloaded (the provider, loaded later, runs on them). Anywhere
+/// else the system's loader is left to find them.
 fn preload_dependencies(library: &Path) -> Result<(), String> {
     static DONE: Mutex<bool> = Mutex::new(false);
     let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
     if *done {
         return Ok(());
     }
-    let Some(dir) = library.parent() else {
+    let Some(dir) = library.parent().filter(|d| d.join(PROVIDER_FILE).is_file()) else {
         return Ok(());
     };
-    let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
-        .unwrap_or_default();
-    for prefix in DEPENDENCIES {
-        let Some(file) = files.iter().find(|f| {
-            f.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(prefix))
-        }) else {
+    for name in DEPENDENCIES {
+        let file = dir.join(name);
+        if !file.is_file() {
             continue;
-        };
+        }
         use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
         // SAFETY: OpenVINO's and TBB's initialisers have no preconditions;
         // the libraries are never unloaded (forgotten below).
-        let loaded = unsafe { Library::open(Some(file), RTLD_NOW | RTLD_LOCAL) }
+        let loaded = unsafe { Library::open(Some(&file), RTLD_NOW | RTLD_LOCAL) }
             .map_err(|e| format!("cannot load {}: {e}", file.display()))?;
         std::mem::forget(loaded);
     }
