@@ -740,3 +740,73 @@ fn bad_option_values_exit_2_with_a_message() {
     );
     assert!(help.contains("--blur-radius <BLUR_RADIUS>"), "{help}");
 }
+
+/// `--provider openvino` reaches the element: it loads ONNX Runtime's
+/// OpenVINO build and gives the masks the plain CPU gives (fp32, within a
+/// level); pointed at the plain build it fails, naming why.
+#[test]
+fn provider_openvino_gives_the_plain_masks_or_says_why_not() {
+    let openvino = Path::new(TOP).join(".deps/onnxruntime-openvino/libonnxruntime.so.1.24.1");
+    if !openvino.is_file() {
+        println!(
+            "skipped: no {} (make setup installs it on x86_64)",
+            openvino.display()
+        );
+        return;
+    }
+    init();
+    let dir = temp_dir("cli-openvino");
+    let src = dir.join("in");
+    std::fs::create_dir_all(&src).unwrap();
+    for name in ["chelsea.png", "coffee.png"] {
+        std::fs::copy(photo(name), src.join(name)).unwrap();
+    }
+    let mut masks = Vec::new();
+    for (out, provider) in [("plain", "cpu"), ("openvino", "openvino")] {
+        let out = dir.join(out);
+        let (code, stderr) = run(&[
+            src.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--mode",
+            "mask",
+            "--provider",
+            provider,
+            "--threads",
+            "2",
+            "--quiet",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(listing(&out), ["chelsea.png", "coffee.png"]);
+        masks.push(
+            ["chelsea.png", "coffee.png"]
+                .map(|n| image::open(out.join(n)).unwrap().to_luma8().into_raw()),
+        );
+    }
+    for (plain, openvino) in masks[0].iter().zip(&masks[1]) {
+        let worst = plain
+            .iter()
+            .zip(openvino)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(
+            mae_percent(plain, openvino) < 0.1 && worst <= 8,
+            "worst {worst}"
+        );
+    }
+    let plain = Path::new(TOP).join(".deps/onnxruntime/libonnxruntime.so.1.31.1");
+    let (code, stderr) = run(&[
+        src.to_str().unwrap(),
+        "-o",
+        dir.join("refused").to_str().unwrap(),
+        "--provider",
+        "openvino",
+        "--ort-library",
+        plain.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("has no OpenVINO provider"), "{stderr}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

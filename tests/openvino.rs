@@ -51,6 +51,13 @@ fn openvino_runtime() -> std::sync::Arc<runtime::Runtime> {
     loaded.runtime
 }
 
+/// A model input of `len` values in the range a prepared frame has.
+fn test_input(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
+        .collect()
+}
+
 fn u2netp() -> std::path::PathBuf {
     Path::new(TOP).join("models/u2netp.onnx")
 }
@@ -206,9 +213,7 @@ fn the_bf16_choice_is_cached_and_gives_the_same_masks() {
         cache_dir: Some(cache.clone()),
         ..options(Provider::OpenVino, Precision::Bf16)
     };
-    let input: Vec<f32> = (0..3 * 320 * 320usize)
-        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
-        .collect();
+    let input = test_input(3 * 320 * 320);
     let mut masks = Vec::new();
     let mut runs = Vec::new();
     for _ in 0..2 {
@@ -261,9 +266,7 @@ fn the_recentred_graph_runs_on_openvino_and_is_exact_in_fp32() {
     ];
     let (patched, _) = gstu2netmatte::model::recentre::recentre(&prepared, &shifts).unwrap();
     let fp32 = options(Provider::OpenVino, Precision::Fp32);
-    let input: Vec<f32> = (0..3 * 320 * 320usize)
-        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
-        .collect();
+    let input = test_input(3 * 320 * 320);
     let mut outputs = Vec::new();
     for graph in [&prepared, &patched] {
         let opened = openvino::open_with(&runtime, graph, &fp32, &[]).expect("OpenVINO takes it");
@@ -372,9 +375,7 @@ fn child_runs_the_model() {
         },
     )
     .unwrap();
-    let input: Vec<f32> = (0..model.frame_len())
-        .map(|i| ((i * 7919) % 255) as f32 / 255.0 - 0.5)
-        .collect();
+    let input = test_input(model.frame_len());
     let mut masks = Vec::new();
     model.run(&input, 1, &mut masks).unwrap();
     let before = thread_cpu_ticks();

@@ -45,6 +45,11 @@ impl std::fmt::Display for Failure {
 pub trait Backend {
     /// The `provider` property's nick.
     fn name(&self) -> &'static str;
+    /// Whether `provider=auto` should try it at all: a provider the loaded
+    /// ONNX Runtime lacks altogether is no fallback to report.
+    fn worth_trying(&self) -> bool {
+        true
+    }
     /// A session on this provider for `model` (ONNX bytes), or why not.
     fn open(
         &self,
@@ -118,20 +123,15 @@ pub fn open(
             let mut reasons = Vec::new();
             let mut found = None;
             let candidates: [&dyn Backend; 2] = [&cuda::Cuda, &openvino::OpenVino];
-            for backend in candidates {
-                // OpenVINO is only tried where the loaded library has it:
-                // the plain build's silence about it is no fallback.
-                if backend.name() == "openvino" && !openvino::available() {
-                    continue;
-                }
+            for backend in candidates.into_iter().filter(|b| b.worth_trying()) {
                 match backend.open(runtime, model, options) {
                     Ok(opened) => {
                         found = Some(opened);
                         break;
                     }
-                    Err(Failure::Setting(e)) if backend.name() == "cuda" => {
-                        return Err(ModelError::CudaSetting(e));
-                    }
+                    // Only CUDA has settings (device-id) no provider can
+                    // make right.
+                    Err(Failure::Setting(e)) => return Err(ModelError::CudaSetting(e)),
                     // CUDA comes first: its reason is the warning's own.
                     Err(e) if backend.name() == "cuda" => reasons.push(e.to_string()),
                     Err(e) => reasons.push(format!("{}: {e}", backend.name())),

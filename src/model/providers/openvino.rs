@@ -43,6 +43,10 @@ impl Backend for OpenVino {
         "openvino"
     }
 
+    fn worth_trying(&self) -> bool {
+        available()
+    }
+
     fn open(
         &self,
         runtime: &Runtime,
