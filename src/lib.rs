@@ -21,6 +21,7 @@ pub mod prep;
 pub mod priority;
 pub mod resample;
 pub mod runtime;
+pub mod stable_hash;
 pub mod temporal;
 pub mod u2netmatte;
 

@@ -810,3 +810,172 @@ fn provider_openvino_gives_the_plain_masks_or_says_why_not() {
     assert!(stderr.contains("has no OpenVINO provider"), "{stderr}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Runs the tool with extra environment variables.
+fn run_with_env(args: &[&str], vars: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(TOOL)
+        .args(args)
+        .env_remove("JOB_COMPLETION_INDEX")
+        .env_remove("SLURM_ARRAY_TASK_ID")
+        .envs(vars.iter().copied())
+        .output()
+        .expect("the tool runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    println!("u2netmatte {}\n{stderr}", args.join(" "));
+    (out.status.code().unwrap_or(-1), stderr)
+}
+
+/// `count` copies of one small picture, named p0.png, p1.png, ...
+fn numbered_pictures(dir: &Path, count: usize) -> Vec<String> {
+    std::fs::create_dir_all(dir).unwrap();
+    picture(&dir.join("p0.png"), 64, 48, "pngenc");
+    (0..count)
+        .map(|i| {
+            let name = format!("p{i}.png");
+            if i > 0 {
+                std::fs::copy(dir.join("p0.png"), dir.join(&name)).unwrap();
+            }
+            name
+        })
+        .collect()
+}
+
+#[test]
+fn the_shards_of_a_folder_are_disjoint_and_cover_it() {
+    init();
+    let dir = temp_dir("cli-shard");
+    let src = dir.join("in");
+    let mut all = numbered_pictures(&src, 10);
+    all.sort();
+    let mut union = Vec::new();
+    for k in 0..3 {
+        let out = dir.join(format!("out{k}"));
+        let shard = format!("{k}/3");
+        let (code, stderr) = run_with_env(
+            &[
+                src.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--shard",
+                &shard,
+                "--quiet",
+            ],
+            &[],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        let mine = if out.exists() {
+            listing(&out)
+        } else {
+            Vec::new()
+        };
+        assert!(
+            stderr.contains(&format!("shard {k}/3: {} of 10 inputs", mine.len())),
+            "{stderr}"
+        );
+        // The same shard from a Kubernetes Indexed Job's index.
+        let auto_out = dir.join(format!("auto{k}"));
+        let (code, stderr) = run_with_env(
+            &[
+                src.to_str().unwrap(),
+                "-o",
+                auto_out.to_str().unwrap(),
+                "--shard",
+                "auto/3",
+                "--quiet",
+            ],
+            &[("JOB_COMPLETION_INDEX", &k.to_string())],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        let auto = if auto_out.exists() {
+            listing(&auto_out)
+        } else {
+            Vec::new()
+        };
+        assert_eq!(auto, mine, "auto/3 with JOB_COMPLETION_INDEX={k}");
+        union.extend(mine);
+    }
+    union.sort();
+    // Every input once: no overlap, nothing left out.
+    assert_eq!(union, all);
+
+    let (code, stderr) = run_with_env(
+        &[
+            src.to_str().unwrap(),
+            "-o",
+            "/nonexistent",
+            "--shard",
+            "auto/3",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("takes its index from JOB_COMPLETION_INDEX or SLURM_ARRAY_TASK_ID"),
+        "{stderr}"
+    );
+    let (code, stderr) = run_with_env(
+        &[
+            src.to_str().unwrap(),
+            "-o",
+            "/nonexistent",
+            "--shard",
+            "3/3",
+        ],
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("shard 3 of 3 (3/3) does not exist"),
+        "{stderr}"
+    );
+    assert!(!Path::new("/nonexistent").exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn skip_existing_does_only_what_is_missing() {
+    init();
+    let dir = temp_dir("cli-skip");
+    let (src, out) = (dir.join("in"), dir.join("out"));
+    let all = numbered_pictures(&src, 4);
+    let args = [
+        src.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--skip-existing",
+        "--quiet",
+    ];
+    let (code, stderr) = run_with_env(&args, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("4 of 4 files written"), "{stderr}");
+    assert_eq!(listing(&out), all);
+
+    // One result lost, another replaced by a marker: the re-run writes
+    // only the lost one and leaves the others as they are.
+    std::fs::remove_file(out.join("p2.png")).unwrap();
+    std::fs::write(out.join("p1.png"), b"kept").unwrap();
+    let (code, stderr) = run_with_env(&args, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("3 already written, left out (--skip-existing)"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 of 1 files written"), "{stderr}");
+    assert_eq!(listing(&out), all);
+    assert_eq!(std::fs::read(out.join("p1.png")).unwrap(), b"kept");
+    let redone = image::open(out.join("p2.png")).unwrap();
+    assert_eq!((redone.width(), redone.height()), (64, 48));
+
+    // Nothing left: success, and nothing touched.
+    let (code, stderr) = run_with_env(&args, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("nothing to do"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("p1.png")).unwrap(), b"kept");
+
+    // Without the flag every result is made again.
+    let (code, stderr) = run_with_env(&[args[0], args[1], args[2], "--quiet"], &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("4 of 4 files written"), "{stderr}");
+    assert!(image::open(out.join("p1.png")).is_ok(), "p1.png made again");
+    std::fs::remove_dir_all(dir).unwrap();
+}

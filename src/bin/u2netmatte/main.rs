@@ -11,11 +11,14 @@
 mod codec;
 mod inputs;
 mod run;
+mod shard;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
+
+use crate::shard::ShardArg;
 
 /// What the output files hold (the element's `mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -140,6 +143,17 @@ pub struct Args {
     /// No progress bar (there is none anyway when stderr is not a terminal).
     #[arg(short, long)]
     pub quiet: bool,
+    /// Take only shard K of N (K from 0), so that N workers split the
+    /// inputs with no overlap; a file's shard follows from its name alone,
+    /// the same on every machine. `auto/N`: K from $JOB_COMPLETION_INDEX
+    /// (a Kubernetes Indexed Job) or $SLURM_ARRAY_TASK_ID (a Slurm array).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<ShardArg>,
+    /// Leave out inputs whose result is already in the output folder, so
+    /// that a re-run does only what is missing (a result is only ever
+    /// there whole: it is written under another name, then renamed).
+    #[arg(long)]
+    pub skip_existing: bool,
 }
 
 fn parse_argb(s: &str) -> Result<u32, String> {
@@ -178,6 +192,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match run::run(&args) {
+        Ok(summary) if summary.total == 0 => {
+            eprintln!("nothing to do: no input is left for this run");
+            ExitCode::SUCCESS
+        }
         Ok(summary) => {
             // Skipped files were named as they failed: not again here.
             let failed = if summary.failed.is_empty() {

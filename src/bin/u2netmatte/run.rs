@@ -34,6 +34,41 @@ pub struct Summary {
     pub not_done: Vec<PathBuf>,
 }
 
+impl Summary {
+    fn nothing() -> Self {
+        Self {
+            total: 0,
+            written: 0,
+            failed: Vec::new(),
+            seconds: 0.0,
+            fatal: None,
+            not_done: Vec::new(),
+        }
+    }
+}
+
+/// The jobs of this run: its shard's (outputs named from the whole
+/// listing, so that no two shards write one name), less those already
+/// written when --skip-existing; says what was left out.
+fn select(jobs: Vec<Job>, args: &Args) -> Result<Vec<Job>, String> {
+    let listed = jobs.len();
+    let mut jobs = jobs;
+    if let Some(shard) = args.shard {
+        let shard = shard.resolve(|name| std::env::var(name).ok())?;
+        jobs.retain(|j| shard.takes(&j.input));
+        eprintln!("shard {shard}: {} of {listed} inputs", jobs.len());
+    }
+    if args.skip_existing {
+        let before = jobs.len();
+        jobs.retain(|j| !j.output.exists());
+        let existing = before - jobs.len();
+        if existing > 0 {
+            eprintln!("{existing} already written, left out (--skip-existing)");
+        }
+    }
+    Ok(jobs)
+}
+
 /// How often the main thread looks at the bus while no result comes.
 const BUS_POLL: gst::ClockTime = gst::ClockTime::from_mseconds(50);
 
@@ -332,6 +367,10 @@ pub fn run(args: &Args) -> Result<Summary, String> {
         .map_err(|e| e.to_string())?;
     if jobs.is_empty() {
         return Err("no images among the inputs".into());
+    }
+    let jobs = select(jobs, args)?;
+    if jobs.is_empty() {
+        return Ok(Summary::nothing());
     }
     std::fs::create_dir_all(&args.output)
         .map_err(|e| format!("cannot create {}: {e}", args.output.display()))?;
