@@ -297,6 +297,9 @@ impl Bench {
                 .unwrap();
             src.set_caps(Some(&info.to_caps().unwrap()));
             pipeline.set_state(gst::State::Playing).unwrap();
+            if let Ok(ms) = std::env::var("BENCH_SETTLE_MS") {
+                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap()));
+            }
             let start = Instant::now();
             for n in 0..self.frames {
                 // Shares the template's memory: the element only reads it.

@@ -112,6 +112,11 @@ struct State {
     /// The runner moved (CUDA to the CPU): `frame_time` stands until the
     /// next run measures the new provider.
     frame_time_stale: bool,
+    /// A warm-up run is under way: the first frame submitted stops it.
+    warming_up: bool,
+    /// The first warm-up run was cut short: the first real run sets the
+    /// runtime up, so its time stands only until the next run's.
+    first_run_cold: bool,
     /// Set when the model cannot run at all; every frame then fails.
     failure: Option<EngineError>,
     shutdown: bool,
@@ -180,6 +185,8 @@ impl Engine {
                 run_control: None,
                 frame_time: None,
                 frame_time_stale: false,
+                warming_up: false,
+                first_run_cold: false,
                 failure: None,
                 shutdown: false,
                 spare_tensors: Vec::new(),
@@ -342,6 +349,12 @@ impl Client {
         for job in replaced {
             state.recycle(job.tensor);
         }
+        if state.warming_up
+            && let Some(control) = &state.run_control
+        {
+            // A blank frame's run would hold up a real one.
+            control.stop();
+        }
         self.shared.cond.notify_all();
         Ok((id, replaced_ids))
     }
@@ -439,6 +452,8 @@ impl Worker {
     /// frame is waiting (otherwise the first real frame is timed). Each
     /// run's control is where the shutdown stops it: ONNX Runtime's first
     /// run can take seconds, and an element going to NULL waits for it.
+    /// The first frame submitted stops them too: a file or a stream that
+    /// starts at once gets its masks one model run sooner.
     fn warm_up(&mut self) {
         for timed in [false, true] {
             let control = {
@@ -451,6 +466,7 @@ impl Worker {
                 match self.runner.control() {
                     Ok(control) => {
                         state.run_control = Some(control.clone());
+                        state.warming_up = true;
                         control
                     }
                     Err(e) => {
@@ -466,11 +482,18 @@ impl Worker {
             let result = self.guarded_run_with(1, &control);
             let mut state = self.shared.lock();
             state.run_control = None;
+            state.warming_up = false;
             if state.shutdown {
                 // Stopped by the shutdown: not the model's failure.
                 return;
             }
             self.note_provider(&mut state);
+            if control.is_stopped() {
+                // Stopped by a frame, which the next run times.
+                state.first_run_cold = !timed;
+                self.shared.cond.notify_all();
+                return;
+            }
             match result {
                 Ok(_) if timed => state.frame_time = Some(start.elapsed()),
                 Ok(_) => {}
@@ -631,7 +654,7 @@ impl Worker {
                 && result.is_ok()
             {
                 state.frame_time = Some(inference);
-                state.frame_time_stale = false;
+                state.frame_time_stale = std::mem::take(&mut state.first_run_cold);
                 self.shared.cond.notify_all();
             }
             let provider = state.provider;

@@ -668,11 +668,12 @@ fn a_panic_that_ends_the_thread_fails_every_queued_frame_and_every_later_submit(
     let (runs, panics) = (runner.runs.clone(), runner.provider_panics.clone());
     let engine = Engine::start(Box::new(runner)).unwrap();
     runs.wait_for(1);
-    let (c, rx) = client_of(&engine, 1, 0);
-    let queued = [submit(&c, 1.0), submit(&c, 2.0)];
-    // The warm-up then asks where its run went: outside any batch's guard.
+    // The first frame stops the warm-up run, which then asks where it ran:
+    // outside any batch's guard.
     panics.store(true, Ordering::SeqCst);
-    gate.open(1);
+    let (c, rx) = client_of(&engine, 1, 0);
+    // One frame: a second submit could already find the thread gone.
+    let queued = [submit(&c, 1.0)];
     let ended = EngineError::Panicked("stand-in panic outside the run".into());
     for id in queued {
         let d = next(&rx);
@@ -841,4 +842,47 @@ fn a_real_batch_gives_each_frame_the_mask_it_gets_alone() {
         );
     }
     assert_eq!(runs.get(), [discs.len()]);
+}
+
+#[test]
+fn the_first_frame_stops_a_warm_up_run_and_runs_at_once() {
+    // Stopped in the blank first run, then in the timed second.
+    for runs_done in [0, 1] {
+        let gate = Arc::new(Gate::default());
+        let runner = FakeRunner {
+            gate: Some(gate.clone()),
+            ..fake(1, Duration::ZERO)
+        };
+        let (runs, stops_seen) = (runner.runs.clone(), runner.stops_seen.clone());
+        gate.open(runs_done);
+        let engine = Engine::start(Box::new(runner)).unwrap();
+        runs.wait_for(runs_done + 1);
+        // The warm-up run waits at the gate for 60 s unless stopped.
+        let (c, rx) = client_of(&engine, 1, 0);
+        let mut t = c.take_tensor();
+        t[0] = 7.0;
+        let id = c.submit(t).unwrap();
+        runs.wait_for(runs_done + 2);
+        assert_eq!(
+            *stops_seen.lock().unwrap(),
+            1,
+            "warm-up run {}",
+            runs_done + 1
+        );
+        gate.open(1);
+        let d = next(&rx);
+        assert_eq!((d.job, mask_value(&d)), (id, 7));
+        // No warm-up run came after the frame's.
+        assert_eq!(runs.get(), vec![1; runs_done + 2]);
+        // The frame's run is timed; after a cut blank run (the runtime set
+        // up in the frame's run) only until the next run's time.
+        let first = engine.frame_time(Duration::ZERO).unwrap();
+        assert!(first.is_some(), "the frame's run was timed");
+        assert_eq!(
+            engine.shared.lock().frame_time_stale,
+            runs_done == 0,
+            "warm-up run {}",
+            runs_done + 1
+        );
+    }
 }
