@@ -23,7 +23,7 @@ def test_masks_of_several_sizes_equal_the_folder_tools(photos, reference_masks):
     with Matte(mode="mask", batch_size=3, threads=1) as matte:
         outputs = matte.run(list(frames.values()))
     assert len(outputs) == len(frames)
-    for (name, frame), mask in zip(frames.items(), outputs):
+    for (name, frame), mask in zip(frames.items(), outputs, strict=True):
         assert mask.dtype == np.uint8
         assert mask.shape == frame.shape[:2], name
         assert max_diff(mask, reference_masks[name]) <= 1, name
@@ -41,7 +41,7 @@ def test_cutouts_keep_the_colours_and_take_the_mask_as_alpha(photos, reference_m
     assert np.array_equal(outputs[0][:, :, :3], frames[names[0]])
     assert np.array_equal(outputs[1][:, :, :3], frames[names[1]])
     assert np.array_equal(outputs[2][:, :, 0], gray)
-    for name, out in zip(names[:2], outputs[:2]):
+    for name, out in zip(names[:2], outputs[:2], strict=True):
         assert max_diff(out[:, :, 3], reference_masks[name]) <= 1, name
 
 
@@ -58,7 +58,7 @@ def test_runs_in_a_row_and_from_another_thread(photos, reference_masks):
     got.extend(matte.run([frames[names[1]]]))
     matte.close()
     assert len(got) == 2
-    assert all(max_diff(g, reference_masks[n]) <= 1 for g, n in zip(got, names))
+    assert all(max_diff(g, reference_masks[n]) <= 1 for g, n in zip(got, names, strict=True))
 
 
 def test_a_model_that_does_not_exist_raises_the_elements_message():
@@ -122,3 +122,29 @@ def test_bad_frames_are_refused(frame, message):
     with Matte(mode="mask", threads=1) as matte:
         with pytest.raises(MatteError, match=message):
             matte.run([frame])
+
+
+def test_the_plugin_is_found_with_no_gst_plugin_path(tmp_path):
+    """With GST_PLUGIN_PATH unset, the package finds the build of its checkout
+    (target/ or $CARGO_TARGET_DIR, the newest of release and debug)."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import folder_tool
+
+    target = folder_tool().parent.parent
+    env = {k: v for k, v in os.environ.items() if k != "GST_PLUGIN_PATH"}
+    env["CARGO_TARGET_DIR"] = str(target)
+    code = (
+        "import numpy as np, os; from u2netmatte import Matte\n"
+        "with Matte(mode='mask', threads=1) as m: out = m.run([np.zeros((8, 8, 3), np.uint8)])\n"
+        "print(out[0].shape, os.environ['GST_PLUGIN_PATH'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    shape, path = result.stdout.split(") ")
+    assert shape == "(8, 8"
+    assert path.strip() in (str(target / "debug"), str(target / "release"))

@@ -21,7 +21,9 @@ def test_a_node_removed_mid_run_the_job_completes_every_output_once(tmp_path):
 
         def job() -> None:
             try:
-                done["summary"] = run_job([str(src)], str(out), actors=2, threads=1, batch_size=1, mode="mask")
+                done["summary"] = run_job(
+                    [str(src)], str(out), actors=2, threads=1, batch_size=1, mode="mask"
+                )
             except BaseException as e:  # reported by the assertion below
                 done["error"] = e
 

@@ -66,9 +66,10 @@ class Matte:
         timeout: float = 600.0,
         **element_properties: Any,
     ) -> None:
+        # Closed until the pipeline exists: __del__ after a failed start has nothing to stop.
+        self._closed = True
         init()
         self._lock = threading.Lock()
-        self._closed = False
         self._failure: MatteError | None = None
         self._timeout = timeout
         self._pts = 0
@@ -80,6 +81,7 @@ class Matte:
                 "or install it (make install), or set GST_PLUGIN_PATH to its folder"
             )
         self._pipeline = Gst.Pipeline.new(None)
+        self._closed = False
         self._src = Gst.ElementFactory.make("appsrc", None)
         self.element = Gst.ElementFactory.make("u2netmatte", "u2netmatte")
         self._sink = Gst.ElementFactory.make("appsink", None)
@@ -102,8 +104,7 @@ class Matte:
         self._bus = self._pipeline.get_bus()
         if self._pipeline.set_state(Gst.State.PLAYING) == Gst.StateChangeReturn.FAILURE:
             error = self._bus_error(0) or MatteError("the pipeline could not start")
-            self._pipeline.set_state(Gst.State.NULL)
-            self._closed = True
+            self.close()
             raise error
 
     def __enter__(self) -> Matte:
@@ -264,7 +265,9 @@ def _unpack(sample: Gst.Sample) -> np.ndarray:
     if not ok:
         raise MatteError("an output buffer could not be read")
     try:
-        rows = np.frombuffer(mapped.data, np.uint8, count=stride * (height - 1) + width * channels, offset=offset)
+        rows = np.frombuffer(
+            mapped.data, np.uint8, count=stride * (height - 1) + width * channels, offset=offset
+        )
         plane = np.lib.stride_tricks.as_strided(rows, (height, width * channels), (stride, 1))
         out = np.array(plane)
     finally:

@@ -185,7 +185,7 @@ def plan(inputs: Sequence[str], output: str, store: Store, skip_existing: bool =
                 existing.add(posixpath.relpath(entry.path, out_path))
     job = Job()
     input_uris = {uri for uri, _ in listed}
-    for (uri, _relative), name in zip(listed, names):
+    for (uri, _relative), name in zip(listed, names, strict=True):
         item = {"input": uri, "output": _join(output, name)}
         if item["output"] in input_uris:
             raise ValueError(f"the output {item['output']} would overwrite an input")
@@ -229,7 +229,9 @@ class MatteBatch:
         output_column: str = "matte",
         **element_properties: Any,
     ) -> None:
-        self.matte = Matte(mode=mode, model=model, batch_size=batch_size, threads=threads, **element_properties)
+        self.matte = Matte(
+            mode=mode, model=model, batch_size=batch_size, threads=threads, **element_properties
+        )
         self.image_column = image_column
         self.output_column = output_column
 
@@ -278,7 +280,7 @@ class FileMatte:
                 continue
             good.append(i)
         pngs = [b""] * len(inputs)
-        for i, out in zip(good, self.matte.run(frames)):
+        for i, out in zip(good, self.matte.run(frames), strict=True):
             pngs[i] = _encode_png(out)
         png_column = np.empty(len(inputs), dtype=object)
         png_column[:] = pngs
@@ -426,17 +428,28 @@ def _parser() -> argparse.ArgumentParser:
         description="Cut out images on a Ray cluster: one u2netmatte pipeline per actor; "
         "one PNG per input under OUT with its relative name, and OUT/manifest.csv.",
     )
-    p.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders (recursive); paths or s3:// URIs")
+    p.add_argument(
+        "inputs", nargs="+", metavar="IN", help="image files or folders (recursive); paths or s3:// URIs"
+    )
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder or s3:// prefix")
-    p.add_argument("--address", help="Ray cluster to join (ray start's address); default: $RAY_ADDRESS or a local one")
-    p.add_argument("--actors", type=int, help="pipelines (actors) in the pool; default: the cluster's CPUs / threads")
-    p.add_argument("--threads", type=int, default=1, help="inference threads (and logical CPUs) per actor (default 1)")
+    p.add_argument(
+        "--address", help="Ray cluster to join (ray start's address); default: $RAY_ADDRESS or a local one"
+    )
+    p.add_argument(
+        "--actors", type=int, help="pipelines (actors) in the pool; default: the cluster's CPUs / threads"
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="inference threads (and logical CPUs) per actor (default 1)"
+    )
     p.add_argument("-b", "--batch-size", type=int, default=4, help="frames per inference run (default 4)")
     p.add_argument("--mode", choices=MODES, default="alpha", help="output (default alpha: RGBA cut-out)")
     p.add_argument("-m", "--model", default="u2netp", help="an .onnx path or a model name (default u2netp)")
-    p.add_argument("--skip-existing", action="store_true", help="do only the inputs whose output is not there yet")
     p.add_argument(
-        "--endpoint-url", help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL), e.g. http://127.0.0.1:9000"
+        "--skip-existing", action="store_true", help="do only the inputs whose output is not there yet"
+    )
+    p.add_argument(
+        "--endpoint-url",
+        help="S3-compatible endpoint (default: $AWS_ENDPOINT_URL), e.g. http://127.0.0.1:9000",
     )
     p.add_argument(
         "--set",
