@@ -147,3 +147,10 @@ def test_the_same_job_from_and_to_an_s3_server(cluster, photos, reference_masks,
     assert {r["output"] for r in rows} == {f"s3://photos/out/batch/{n}" for n in names}
     assert {r["status"] for r in rows} == {"ok"}
     assert {r["node"] for r in rows} == cluster.worker_ids()
+
+
+def test_outputs_keep_relative_names_as_the_folder_tool_names_clashes():
+    from u2netmatte.ray import output_names
+
+    names = output_names(["a.jpg", "a.png", "a.webp", "sub/a.png", "sub/b.tiff"])
+    assert names == ["a.png", "a.png.png", "a.webp.png", "sub/a.png", "sub/b.png"]
