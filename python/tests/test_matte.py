@@ -148,3 +148,13 @@ def test_the_plugin_is_found_with_no_gst_plugin_path(tmp_path):
     shape, path = result.stdout.split(") ")
     assert shape == "(8, 8"
     assert path.strip() in (str(target / "debug"), str(target / "release"))
+
+
+def test_a_bad_frame_mid_run_leaves_the_next_run_its_own_outputs(photos, reference_masks):
+    frames = frames_of(photos)
+    first, second = list(frames)[:2]
+    with Matte(mode="mask", threads=1) as matte:
+        with pytest.raises(MatteError, match="uint8"):
+            matte.run([frames[first], np.zeros((4, 4, 3), np.float64)])
+        (mask,) = matte.run([frames[second]])
+    assert max_diff(mask, reference_masks[second]) <= 1

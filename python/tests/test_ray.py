@@ -53,12 +53,13 @@ def test_matte_batch_in_a_users_own_pipeline(cluster, photos, reference_masks):
         assert max_diff(np.asarray(out[name]), reference_masks[name]) <= 1, name
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "u2netmatte.ray", *args],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=cwd,
     )
 
 
@@ -68,8 +69,9 @@ def test_bad_inputs_are_in_the_manifest_and_a_rerun_does_only_what_is_missing(cl
     (src / "notes.png").write_text("not an image")
     os.symlink(tmp_path / "deleted.jpg", src / "gone.jpg")  # listed, but cannot be read
     out = tmp_path / "out"
-    args = [str(src), "-o", str(out), "--address", cluster.address, "--actors", "2", "--mode", "mask"]
-    first = cli(*args)
+    # Relative paths: the actors, in folders of their own, get absolute ones.
+    args = ["in", "-o", "out", "--address", cluster.address, "--actors", "2", "--mode", "mask"]
+    first = cli(*args, cwd=tmp_path)
     assert first.returncode == 1, first.stderr
     assert f"failed: {src / 'notes.png'}: not an image" in first.stderr
     assert f"failed: {src / 'gone.jpg'}: cannot read" in first.stderr
@@ -86,7 +88,7 @@ def test_bad_inputs_are_in_the_manifest_and_a_rerun_does_only_what_is_missing(cl
     kept = out / "sub/photo000.png"
     stamp = kept.stat().st_mtime_ns
     (out / "sub/photo001.png").unlink()
-    second = cli(*args, "--skip-existing")
+    second = cli(*args, "--skip-existing", cwd=tmp_path)
     assert second.returncode == 1, second.stderr
     assert "1 written, 2 already there, 2 failed" in second.stderr
     assert kept.stat().st_mtime_ns == stamp  # not redone

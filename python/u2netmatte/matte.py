@@ -144,12 +144,19 @@ class Matte:
             self._check_usable()
             window = 2 * self._batch_size + 2
             pending: deque[int] = deque()
-            for frame in frames:
-                while len(pending) >= window:
+            try:
+                for frame in frames:
+                    while len(pending) >= window:
+                        yield self._pull(pending.popleft())
+                    pending.append(self._push(frame))
+                while pending:
                     yield self._pull(pending.popleft())
-                pending.append(self._push(frame))
-            while pending:
-                yield self._pull(pending.popleft())
+            finally:
+                # An iteration left early (a bad frame, a caller that stops)
+                # leaves frames in the pipeline: take them out, so that the
+                # next run gets its own outputs.
+                while pending and self._failure is None and not self._closed:
+                    self._pull(pending.popleft())
 
     def _check_usable(self) -> None:
         if self._failure is not None:

@@ -33,7 +33,7 @@ import os
 import posixpath
 import sys
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -157,6 +157,10 @@ def output_names(relatives: Iterable[str]) -> list[str]:
     return out
 
 
+def _absolute(uri: str) -> str:
+    return uri if uri.startswith("s3://") else os.path.abspath(uri)
+
+
 def _inside(child: str, parent: str) -> bool:
     child, parent = child.rstrip("/"), parent.rstrip("/")
     return child == parent or child.startswith(parent + "/")
@@ -169,11 +173,14 @@ def plan(inputs: Sequence[str], output: str, store: Store, skip_existing: bool =
     one (a re-run would take outputs for inputs), or an output would be an
     input.
     """
+    # Local paths are made absolute here, on the driver: actors and write
+    # tasks run in other folders (and a folder must be at the same path on
+    # every node: a shared file system).
+    inputs = [_absolute(root) for root in inputs]
+    output = _absolute(output)
     local = not output.startswith("s3://")
-    out_key = os.path.abspath(output) if local else output
     for root in inputs:
-        root_key = os.path.abspath(root) if not root.startswith("s3://") else root
-        if _inside(out_key, root_key) and (local == (not root.startswith("s3://"))):
+        if _inside(output, root) and (local == (not root.startswith("s3://"))):
             raise ValueError(f"the output {output} is inside the input {root}: outputs would become inputs")
     listed = list_inputs(inputs, store)
     names = output_names(relative for _uri, relative in listed)
@@ -200,8 +207,9 @@ def _decode(data: bytes) -> np.ndarray:
 
 
 def _encode_png(frame: np.ndarray) -> bytes:
+    # Fast compression, as the folder tool's encoder: the size costs less than the time.
     buffer = io.BytesIO()
-    Image.fromarray(frame).save(buffer, format="PNG")
+    Image.fromarray(frame).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 
@@ -260,28 +268,34 @@ class FileMatte:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = [str(u) for u in batch["input"]]
         errors = [""] * len(inputs)
-        frames: list[np.ndarray] = []
         good: list[int] = []
-        for i, uri in enumerate(inputs):
-            try:
-                fs, path = self.store.resolve(uri)
-                with fs.open_input_stream(path) as stream:
-                    data = stream.read()
-            except (OSError, ValueError) as e:
-                errors[i] = f"cannot read: {e}"
-                continue
-            try:
-                frames.append(_decode(data))
-            except Image.UnidentifiedImageError:
-                errors[i] = "not an image that Pillow can read"
-                continue
-            except (OSError, ValueError, Image.DecompressionBombError) as e:
-                errors[i] = f"cannot decode: {e}"
-                continue
-            good.append(i)
+
+        def frames() -> Iterator[np.ndarray]:
+            for i, uri in enumerate(inputs):
+                try:
+                    fs, path = self.store.resolve(uri)
+                    with fs.open_input_stream(path) as stream:
+                        data = stream.read()
+                except (OSError, ValueError) as e:
+                    errors[i] = f"cannot read: {e}"
+                    continue
+                try:
+                    frame = _decode(data)
+                except Image.UnidentifiedImageError:
+                    errors[i] = "not an image that Pillow can read"
+                    continue
+                except (OSError, ValueError, Image.DecompressionBombError) as e:
+                    errors[i] = f"cannot decode: {e}"
+                    continue
+                good.append(i)
+                yield frame
+
         pngs = [b""] * len(inputs)
-        for i, out in zip(good, self.matte.run(frames), strict=True):
-            pngs[i] = _encode_png(out)
+        # Each frame is decoded as the element takes it and each output
+        # encoded as it comes out, while the element's own thread runs the
+        # model on the next ones: reading and encoding overlap inference.
+        for k, out in enumerate(self.matte.iter(frames())):
+            pngs[good[k]] = _encode_png(out)
         png_column = np.empty(len(inputs), dtype=object)
         png_column[:] = pngs
         return {
@@ -394,6 +408,7 @@ def run_job(
     so that a pool that takes every CPU cannot starve them.
     """
     store = store or Store.from_env()
+    output = _absolute(output)
     job = plan(inputs, output, store, skip_existing)
     previous = read_manifest(output, store) if skip_existing else {}
     # An output that exists is complete (written under a temporary name, or
