@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup setup-gpu check-gpu-setup build models install install-gpu demo test lint bench bench-live bench-shared bench-cli rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu setup-ray check-gpu-setup build models install install-gpu demo test test-python lint bench bench-live bench-shared bench-cli bench-ray rembg-venv rembg-masks clean
 
 all: build
 
@@ -27,6 +27,14 @@ models:
 # no LD_LIBRARY_PATH.
 setup-gpu:
 	scripts/setup.sh gpu
+
+# The Python package (python/) and Ray Data 2.60, pinned by hash, in
+# .deps/ray-venv: a venv over the system's python3 that sees its PyGObject.
+# Then `.deps/ray-venv/bin/python -m u2netmatte.ray IN -o OUT` works with
+# nothing set (the plugin built in this checkout, or the installed one).
+RAY_PY := .deps/ray-venv/bin/python
+setup-ray: setup
+	scripts/setup.sh ray
 
 # Without a GPU: the element, given the CUDA build, preloads every CUDA
 # library from .deps and reaches the driver (a stub that has no kernels).
@@ -63,10 +71,17 @@ install-gpu: build setup-gpu
 demo: build
 	scripts/demo.sh
 
-test: setup lint
+test: setup setup-ray lint
 	$(CARGO) build --lib --examples
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
+	$(MAKE) test-python
+
+# The Python package and the Ray job on a real local cluster, against the
+# debug plugin and folder tool that `cargo test --all-targets` built; ruff
+# (check and format) is one of these tests.
+test-python: setup-ray
+	$(RAY_PY) -m pytest python/tests
 
 lint:
 	$(CARGO) fmt --check
@@ -96,6 +111,12 @@ bench-cli: build rembg-venv
 	.deps/rembg-venv/bin/pip install -q "rembg[cli]==2.0.86"
 	bench/cli_vs_rembg.sh
 	CLI_FLAGS="--precision bf16" bench/cli_vs_rembg.sh
+
+# The Ray job on a local cluster: two nodes of one actor each against one
+# actor, and one actor against the folder tool, at --threads 1 on 64 photos
+# (release build; not a test).
+bench-ray: build setup-ray
+	$(RAY_PY) bench/ray_bench.py
 
 rembg-venv:
 	test -x .deps/rembg-venv/bin/python || python3 -m venv .deps/rembg-venv

@@ -11,6 +11,10 @@
 #
 #   scripts/setup.sh [system] [toolchain] [ort] [openvino] [model] [photos] [clips]
 #                            (default: all seven)
+#   scripts/setup.sh ray     the Python package (python/) and Ray Data 2.60 in
+#                            .deps/ray-venv, a venv over the system's python3
+#                            that also sees its PyGObject; every PyPI package
+#                            pinned by hash (python/requirements-ray.txt)
 #   scripts/setup.sh gpu     ONNX Runtime's CUDA build in .deps/onnxruntime-gpu,
 #                            and in its cuda/ folder the CUDA 13 and cuDNN 9
 #                            libraries it loads (from NVIDIA's PyPI wheels),
@@ -341,10 +345,55 @@ setup_clips() {
   say "clips -> $dir"
 }
 
+# --- the Python package and Ray Data (make setup-ray) ------------------------
+# A venv over the system's python3 (Debian's python3-gi is built for it; the
+# python3 first on PATH may be another), with --system-site-packages so that
+# it sees PyGObject, and the package installed editable: it finds the plugin
+# built in this checkout by itself.
+RAY_VENV=$deps/ray-venv
+RAY_REQUIREMENTS=$top/python/requirements-ray.txt
+SYSTEM_PYTHON=/usr/bin/python3
+RAY_PACKAGES="python3 python3-venv python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0"
+
+system_gi_ready() {
+  "$SYSTEM_PYTHON" -c "import ensurepip, gi
+for name in ('Gst', 'GstApp', 'GstVideo'): gi.require_version(name, '1.0')
+from gi.repository import Gst, GstApp, GstVideo" 2>/dev/null
+}
+
+setup_ray() {
+  if ! system_gi_ready; then
+    command -v apt-get >/dev/null || die "PyGObject with GStreamer's typelibs is missing for $SYSTEM_PYTHON; install: $RAY_PACKAGES"
+    say "installing PyGObject and GStreamer's typelibs"
+    # shellcheck disable=SC2086
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $RAY_PACKAGES ||
+      { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $RAY_PACKAGES; }
+    system_gi_ready || die "PyGObject and GStreamer's typelibs installed but $SYSTEM_PYTHON still cannot import them"
+  fi
+  local stamp=$RAY_VENV/.requirements.sha256 want
+  want=$(sha256sum "$RAY_REQUIREMENTS" | cut -d' ' -f1)
+  if [ ! -x "$RAY_VENV/bin/python" ] || ! "$RAY_VENV/bin/python" -c "import gi" 2>/dev/null; then
+    rm -rf "$RAY_VENV"
+    "$SYSTEM_PYTHON" -m venv --system-site-packages "$RAY_VENV" || die "could not make the venv $RAY_VENV"
+  fi
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    say "installing Ray Data and the Python test tools into $RAY_VENV (pinned by hash)"
+    "$RAY_VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$RAY_REQUIREMENTS" ||
+      die "pip could not install $RAY_REQUIREMENTS"
+    echo "$want" >"$stamp"
+  fi
+  # The editable install points at one checkout: this one.
+  if ! (cd / && "$RAY_VENV/bin/python" -c "import sys, u2netmatte; sys.exit(u2netmatte.__file__ != '$top/python/u2netmatte/__init__.py')") 2>/dev/null; then
+    say "installing the u2netmatte Python package (editable, from $top/python)"
+    "$RAY_VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$top/python" ||
+      die "pip could not install $top/python"
+  fi
+}
+
 steps=${*:-system toolchain ort openvino model photos clips}
 for step in $steps; do
   case $step in
-    system|toolchain|ort|openvino|model|photos|clips|gpu) "setup_$step" ;;
-    *) die "unknown step '$step' (system, toolchain, ort, openvino, model, photos, clips, gpu)" ;;
+    system|toolchain|ort|openvino|model|photos|clips|gpu|ray) "setup_$step" ;;
+    *) die "unknown step '$step' (system, toolchain, ort, openvino, model, photos, clips, gpu, ray)" ;;
   esac
 done
