@@ -3,6 +3,9 @@
 tensors, batch 1) and the element (videotestsrc-like photo frames through
 appsrc ! u2netmatte mode=composite batch-size=4 ! fakesink) at 1080p and 4K,
 on ONNX Runtime's plain CPU provider (fp32) and on OpenVINO (fp32, bf16).
+The element's ms a frame are its steady rate (after its first batch, as the
+bare session leaves out its first run), against its own bare session at the
+same batch (4); its first output's time (start-up) is given beside it.
 
 A process holds one ONNX Runtime, so each configuration runs in a process of
 its own (benches/throughput.rs with BENCH_SUMMARY=1); the configurations take
@@ -55,9 +58,9 @@ def main() -> None:
     print(f"# CPU runtimes, U2NetP, median of {rounds} interleaved rounds\n")
     print(cpu_flags() + "\n")
     print("| runtime | runs on | bare 320x320 ms | bare / plain bare | element 1080p ms "
-          "| own bare ms / element ms | vs plain bare | element 4K ms | own bare ms / element ms "
-          "| vs plain bare |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| own bare ms / element ms | vs plain bare | first output ms | element 4K ms "
+          "| own bare ms / element ms | vs plain bare | first output ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, _ in CONFIGS:
         rows = results[name]
         med = lambda f: statistics.median(f(i, row) for i, row in enumerate(rows))
@@ -68,6 +71,7 @@ def main() -> None:
                 f"{med(lambda i, r: r[res]['element_ms']):.1f}",
                 f"{med(lambda i, r: r[res]['bare_ms'] / r[res]['element_ms']):.3f}",
                 f"{med(lambda i, r: plain[i][res]['bare_ms'] / r[res]['element_ms']):.2f}x",
+                f"{med(lambda i, r: r[res]['first_ms']):.0f}",
             ]
         print("| " + " | ".join(cells) + " |")
 

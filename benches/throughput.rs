@@ -3,8 +3,14 @@
 //! run, on one machine, with the same ONNX Runtime and model and the same
 //! threads. Prints markdown tables; timings are medians of several runs.
 //!
+//! The element's ms a frame are its steady rate: from the output of the
+//! first batch's last frame to the last output, so that its start (ONNX
+//! Runtime's or OpenVINO's first, cold run, which the bare session also
+//! leaves out) is not spread over a few frames; the time to the first
+//! output is given beside it.
+//!
 //! Environment: BENCH_RUNS (default 3), BENCH_FRAMES (frames per element run,
-//! default 8), BENCH_REMBG_PYTHON (default .deps/rembg-venv/bin/python; set
+//! default 12), BENCH_REMBG_PYTHON (default .deps/rembg-venv/bin/python; set
 //! it empty to skip rembg), and for the GPU (bench/gpu_bench.sh):
 //! BENCH_PROVIDER (cpu, cuda, auto; default cpu), BENCH_MODEL (an .onnx
 //! path; default models/u2netp.onnx), BENCH_BATCHES (default 1,4),
@@ -263,16 +269,20 @@ impl Bench {
             .collect()
     }
 
-    /// Frames through `appsrc ! u2netmatte ! fakesink`: (ms a frame, peak
-    /// RSS MiB). The model is loaded before the clock starts.
-    fn element(&self, name: &str, mode: &str, batch: usize) -> (f64, f64) {
+    /// Frames through `appsrc ! u2netmatte ! fakesink`. The model is loaded
+    /// before the clock starts.
+    fn element(&self, name: &str, mode: &str, batch: usize) -> ElementRun {
+        assert!(
+            self.frames > batch,
+            "BENCH_FRAMES must exceed the batch size"
+        );
         let (w, h, data) = self.photo(name);
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
             .fps(gst::Fraction::new(30, 1))
             .build()
             .unwrap();
         let template = rgb_buffer(data, &info);
-        let mut samples = Vec::new();
+        let (mut steady, mut whole, mut first) = (Vec::new(), Vec::new(), Vec::new());
         let mut peak = 0f64;
         for _ in 0..self.runs {
             reset_peak_rss();
@@ -280,7 +290,7 @@ impl Bench {
             let pipeline = gst::parse::launch(&format!(
                 "appsrc name=src format=time block=true max-buffers=2 ! \
                  u2netmatte mode={mode} batch-size={batch} provider={} precision={} threads={} \
-                 cudnn-conv-search={} model={} ! fakesink sync=false",
+                 cudnn-conv-search={} model={} ! fakesink name=out sync=false",
                 self.provider,
                 self.precision,
                 self.threads,
@@ -296,10 +306,18 @@ impl Bench {
                 .downcast::<gst_app::AppSrc>()
                 .unwrap();
             src.set_caps(Some(&info.to_caps().unwrap()));
+            let outputs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+            let seen = outputs.clone();
+            pipeline
+                .by_name("out")
+                .unwrap()
+                .static_pad("sink")
+                .unwrap()
+                .add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    seen.lock().unwrap().push(Instant::now());
+                    gst::PadProbeReturn::Ok
+                });
             pipeline.set_state(gst::State::Playing).unwrap();
-            if let Ok(ms) = std::env::var("BENCH_SETTLE_MS") {
-                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap()));
-            }
             let start = Instant::now();
             for n in 0..self.frames {
                 // Shares the template's memory: the element only reads it.
@@ -318,12 +336,37 @@ impl Bench {
                 )
                 .expect("the run ends");
             assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
-            samples.push(start.elapsed().as_secs_f64() * 1000.0 / self.frames as f64);
+            let ended = start.elapsed();
             pipeline.set_state(gst::State::Null).unwrap();
+            let outputs = outputs.lock().unwrap();
+            assert_eq!(outputs.len(), self.frames, "one output a frame");
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+            steady.push(
+                ms(outputs[self.frames - 1] - outputs[batch - 1]) / (self.frames - batch) as f64,
+            );
+            whole.push(ms(ended) / self.frames as f64);
+            first.push(ms(outputs[0] - start));
             peak = peak.max(peak_rss_mib() - before);
         }
-        (median(samples), peak)
+        ElementRun {
+            ms: median(steady),
+            whole_ms: median(whole),
+            first_ms: median(first),
+            rss: peak,
+        }
     }
+}
+
+/// One element configuration's figures, medians over runs.
+struct ElementRun {
+    /// Steady ms a frame (after the first batch).
+    ms: f64,
+    /// ms a frame over the whole run, start included.
+    whole_ms: f64,
+    /// From the first push to the first output.
+    first_ms: f64,
+    /// Peak RSS the run added, MiB.
+    rss: f64,
 }
 
 #[derive(Default)]
@@ -444,7 +487,7 @@ fn main() {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut bench = Bench {
         runs: env_usize("BENCH_RUNS", 3),
-        frames: env_usize("BENCH_FRAMES", 8),
+        frames: env_usize("BENCH_FRAMES", 12),
         provider: provider_nick,
         precision: precision_nick,
         threads: threads_setting,
@@ -471,10 +514,13 @@ fn main() {
             format!("\"bare_ms\": {bare:.2}"),
         ];
         for name in ["1080p", "4K"] {
-            let bare = bench.bare(1);
-            let (ms, _) = bench.element(name, "composite", 4);
+            // The element's own session: the same batch.
+            let bare = bench.bare(4);
+            let run = bench.element(name, "composite", 4);
             fields.push(format!(
-                "\"{name}\": {{\"bare_ms\": {bare:.2}, \"element_ms\": {ms:.2}}}"
+                "\"{name}\": {{\"bare_ms\": {bare:.2}, \"element_ms\": {:.2}, \
+                 \"element_whole_ms\": {:.2}, \"first_ms\": {:.1}}}",
+                run.ms, run.whole_ms, run.first_ms
             ));
         }
         println!("summary {{{}}}", fields.join(", "));
@@ -515,7 +561,7 @@ fn main() {
          RSS is what the element's run added to the process at its peak.\n"
     );
     println!(
-        "| resolution | mode | batch | ms/frame | frames/s | bare ms/frame | / bare | / rembg | RSS added MiB |\n|---|---|---|---|---|---|---|---|---|"
+        "| resolution | mode | batch | ms/frame | frames/s | bare ms/frame | / bare | / rembg | whole run ms/frame | first output ms | RSS added MiB |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let mut ratios = std::collections::HashMap::<(&str, usize), Vec<f64>>::new();
     let mut element_ms = std::collections::HashMap::<(&str, &str, usize), f64>::new();
@@ -523,7 +569,8 @@ fn main() {
         for mode in ["composite", "alpha", "mask"] {
             for &batch in &batches {
                 let bare = bench.bare(batch);
-                let (ms, rss) = bench.element(name, mode, batch);
+                let run = bench.element(name, mode, batch);
+                let (ms, rss) = (run.ms, run.rss);
                 ratios.entry((name, batch)).or_default().push(bare / ms);
                 element_ms.insert((name, mode, batch), ms);
                 let vs_rembg = rembg.as_ref().map_or("-".to_string(), |r| {
@@ -535,9 +582,11 @@ fn main() {
                     format!("{:.2}", theirs / ms)
                 });
                 println!(
-                    "| {name} | {mode} | {batch} | {ms:.1} | {:.2} | {bare:.1} | {:.3} | {vs_rembg} | {rss:.0} |",
+                    "| {name} | {mode} | {batch} | {ms:.1} | {:.2} | {bare:.1} | {:.3} | {vs_rembg} | {:.1} | {:.0} | {rss:.0} |",
                     fps(ms),
-                    bare / ms
+                    bare / ms,
+                    run.whole_ms,
+                    run.first_ms
                 );
             }
         }
@@ -563,7 +612,8 @@ fn main() {
     for name in ["720p", "1080p", "4K", "8K"] {
         for &batch in &batches {
             let bare = bench.bare(batch);
-            let (ms, rss) = bench.element(name, "composite", batch);
+            let run = bench.element(name, "composite", batch);
+            let (ms, rss) = (run.ms, run.rss);
             println!(
                 "| {name} | {batch} | {ms:.1} | {bare:.1} | {:.3} | {rss:.0} |",
                 bare / ms
