@@ -362,6 +362,12 @@ from gi.repository import Gst, GstApp, GstVideo" 2>/dev/null
 }
 
 setup_ray() {
+  # The pins are hashes of CPython 3.11 x86_64 wheels (Debian 12's Python).
+  local have
+  have=$("$SYSTEM_PYTHON" -c 'import platform, sys; print(f"{sys.version_info[0]}.{sys.version_info[1]} {platform.machine()}")' 2>/dev/null) ||
+    die "$SYSTEM_PYTHON does not run: the Python package needs the system's Python 3.11 with PyGObject"
+  [ "$have" = "3.11 x86_64" ] ||
+    die "$RAY_REQUIREMENTS pins wheels for CPython 3.11 on x86_64 (Debian 12), and $SYSTEM_PYTHON is $have: the Python package and its tests cannot be set up here (the Rust parts can: make setup, cargo test)"
   if ! system_gi_ready; then
     command -v apt-get >/dev/null || die "PyGObject with GStreamer's typelibs is missing for $SYSTEM_PYTHON; install: $RAY_PACKAGES"
     say "installing PyGObject and GStreamer's typelibs"

@@ -100,6 +100,19 @@ def test_an_error_while_running_raises_instead_of_hanging(photos):
     assert matte.closed
 
 
+def test_a_run_inside_a_run_raises_instead_of_waiting(photos):
+    frame = next(iter(frames_of(photos).values()))
+    with Matte(mode="mask", batch_size=1, threads=1) as matte:
+        outer = matte.iter([frame, frame])
+        first = next(outer)
+        with pytest.raises(MatteError, match="already running"):
+            matte.run([frame])
+        rest = list(outer)
+        assert [o.shape for o in [first, *rest]] == [frame.shape[:2]] * 2
+        # Once the first run is over, the next one runs.
+        assert matte.run([frame])[0].shape == frame.shape[:2]
+
+
 def test_the_context_manager_closes_the_pipeline(photos):
     frame = next(iter(frames_of(photos).values()))
     with Matte(mode="mask", threads=1) as matte:

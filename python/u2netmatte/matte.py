@@ -39,7 +39,8 @@ class Matte:
     one output per frame, in order. No GLib main loop is needed: the caller's
     thread pushes and pulls, and the bus is read for errors between pulls, so
     an error raises `MatteError` with the element's message instead of
-    hanging. One thread at a time may run a `Matte` (calls are serialised).
+    hanging. One run at a time: a run begun while another is under way (on
+    any thread) raises `MatteError`.
 
     Args:
         mode: `alpha` (RGBA cut-out, the folder tool's default), `composite`,
@@ -140,7 +141,11 @@ class Matte:
 
     def iter(self, frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
         """Like `run`, yielding each output as it comes, with a bounded number in flight."""
-        with self._lock:
+        # Not waiting: a second run on this thread (inside a half-consumed
+        # iteration) would wait for ever.
+        if not self._lock.acquire(blocking=False):
+            raise MatteError("this Matte is already running (one run at a time)")
+        try:
             self._check_usable()
             window = 2 * self._batch_size + 2
             pending: deque[int] = deque()
@@ -157,6 +162,8 @@ class Matte:
                 # next run gets its own outputs.
                 while pending and self._failure is None and not self._closed:
                     self._pull(pending.popleft())
+        finally:
+            self._lock.release()
 
     def _check_usable(self) -> None:
         if self._failure is not None:

@@ -122,7 +122,8 @@ def list_inputs(inputs: Sequence[str], store: Store) -> list[tuple[str, str]]:
     for root in inputs:
         fs, path = store.resolve(root)
         info = fs.get_file_info(path)
-        if info.type == pafs.FileType.File or (not root.startswith("s3://") and os.path.islink(path)):
+        broken_link = not root.startswith("s3://") and os.path.islink(path) and not os.path.exists(path)
+        if info.type == pafs.FileType.File or broken_link:
             found.append((root, posixpath.basename(path)))
             continue
         if info.type != pafs.FileType.Directory:

@@ -115,7 +115,7 @@ struct State {
     /// A warm-up run is under way: the first frame submitted stops it.
     warming_up: bool,
     /// The first warm-up run was cut short: the first real run sets the
-    /// runtime up, so its time stands only until the next run's.
+    /// runtime up (seconds on CUDA), so the next run is timed instead.
     first_run_cold: bool,
     /// Set when the model cannot run at all; every frame then fails.
     failure: Option<EngineError>,
@@ -488,7 +488,8 @@ impl Worker {
                 return;
             }
             self.note_provider(&mut state);
-            if control.is_stopped() {
+            // A run that ended before the stop came is a whole run.
+            if result.is_err() && control.is_stopped() {
                 // Stopped by a frame, which the next run times.
                 state.first_run_cold = !timed;
                 self.shared.cond.notify_all();
@@ -649,12 +650,14 @@ impl Worker {
                 // session's set-up: the next run is timed instead (the old
                 // time stands meanwhile, so that nobody waits for one).
                 state.frame_time_stale = true;
+            } else if result.is_ok() && std::mem::take(&mut state.first_run_cold) {
+                // Cold: not the time of a warm frame.
             } else if !state.shutdown
                 && (state.frame_time.is_none() || state.frame_time_stale)
                 && result.is_ok()
             {
                 state.frame_time = Some(inference);
-                state.frame_time_stale = std::mem::take(&mut state.first_run_cold);
+                state.frame_time_stale = false;
                 self.shared.cond.notify_all();
             }
             let provider = state.provider;

@@ -874,15 +874,19 @@ fn the_first_frame_stops_a_warm_up_run_and_runs_at_once() {
         assert_eq!((d.job, mask_value(&d)), (id, 7));
         // No warm-up run came after the frame's.
         assert_eq!(runs.get(), vec![1; runs_done + 2]);
-        // The frame's run is timed; after a cut blank run (the runtime set
-        // up in the frame's run) only until the next run's time.
-        let first = engine.frame_time(Duration::ZERO).unwrap();
-        assert!(first.is_some(), "the frame's run was timed");
+        // After a cut blank run the frame's run set the runtime up: not a
+        // warm frame's time; the next run's is. After a cut timed run the
+        // frame's run is warm and timed.
+        let timed = engine.frame_time(Duration::ZERO).unwrap();
         assert_eq!(
-            engine.shared.lock().frame_time_stale,
-            runs_done == 0,
+            timed.is_some(),
+            runs_done == 1,
             "warm-up run {}",
             runs_done + 1
         );
+        gate.open(1);
+        submit(&c, 8.0);
+        assert_eq!(mask_value(&next(&rx)), 8);
+        assert!(engine.frame_time(BOUND).unwrap().is_some());
     }
 }

@@ -67,21 +67,44 @@ impl OutputPicture<'_> {
     }
 }
 
+/// How many temporary names `write` tries before giving up.
+const TEMPORARY_NAMES: usize = 100;
+
 /// Encodes `pic` to `dest`, through a temporary file in the same folder that
 /// is renamed when complete: no half-written output is ever left. The
 /// temporary file must be new: a file already there under that name (another
-/// run's, or anyone's) is never truncated nor removed.
+/// run's, or anyone's) is never truncated nor removed, and the next name is
+/// tried (a killed container's leftover has the same process id, 1, as its
+/// retry).
 pub fn write(pic: &OutputPicture, format: Format, dest: &Path) -> Result<(), String> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let name = dest
         .file_name()
         .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.part", std::process::id()));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let pid = std::process::id();
+    let (tmp, file) = (0..TEMPORARY_NAMES)
+        .map(|n| match n {
+            0 => dir.join(format!(".{name}.{pid}.part")),
+            n => dir.join(format!(".{name}.{pid}-{n}.part")),
+        })
+        .find_map(|tmp| {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(file) => Some(Ok((tmp, file))),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => None,
+                Err(e) => Some(Err(format!("cannot create {}: {e}", tmp.display()))),
+            }
+        })
+        .unwrap_or_else(|| {
+            Err(format!(
+                "cannot create a temporary file for {}: {TEMPORARY_NAMES} names are taken \
+                 (.{name}.{pid}*.part; left over from killed runs?)",
+                dest.display()
+            ))
+        })?;
     let result = encode(pic, format, file)
         .and_then(|()| std::fs::rename(&tmp, dest).map_err(|e| e.to_string()));
     if result.is_err() {
@@ -145,7 +168,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let dest = dir.join("a.png");
-        let tmp = dir.join(format!(".a.png.{}.part", std::process::id()));
+        let tmp_name = format!(".a.png.{}.part", std::process::id());
+        let tmp = dir.join(&tmp_name);
         std::fs::write(&tmp, b"someone else's").unwrap();
         let data = [7u8; 4 * 3 * 2];
         let pic = OutputPicture {
@@ -155,13 +179,16 @@ mod tests {
             data: &data,
             stride: 12,
         };
-        let err = write(&pic, Format::Png, &dest).unwrap_err();
-        assert!(
-            err.contains("cannot create") && err.contains("exists"),
-            "{err}"
-        );
+        // Another name is taken; the file there is left as it was.
+        write(&pic, Format::Png, &dest).unwrap();
         assert_eq!(std::fs::read(&tmp).unwrap(), b"someone else's");
-        assert!(!dest.exists());
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, [tmp_name.clone(), "a.png".to_string()]);
+        std::fs::remove_file(&dest).unwrap();
 
         std::fs::remove_file(&tmp).unwrap();
         write(&pic, Format::Png, &dest).unwrap();
