@@ -509,8 +509,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ray.init(address=args.address)
     try:
+        ray.init(address=args.address)
         actors = args.actors or max(1, int(ray.cluster_resources().get("CPU", 1)) // args.threads)
         summary = run_job(
             args.inputs,
