@@ -584,19 +584,26 @@ fn a_larger_batch_that_fails_on_cuda_moves_the_stream_to_the_cpu_with_its_frames
     );
 }
 
+/// A gated engine whose warm-up run `run` (1: the blank one, 2: the timed
+/// one) has begun and waits at the gate.
+fn in_warm_up_run(run: usize) -> (Engine, Arc<Gate>, Arc<RunLog>, Arc<Mutex<usize>>) {
+    let gate = Arc::new(Gate::default());
+    let runner = FakeRunner {
+        gate: Some(gate.clone()),
+        ..fake(1, Duration::ZERO)
+    };
+    let (runs, stops_seen) = (runner.runs.clone(), runner.stops_seen.clone());
+    gate.open(run - 1);
+    let engine = Engine::start(Box::new(runner)).unwrap();
+    runs.wait_for(run);
+    (engine, gate, runs, stops_seen)
+}
+
 #[test]
 fn dropping_the_engine_stops_its_warm_up_runs() {
     // The blank first run, then the timed second.
     for runs_done in [0, 1] {
-        let gate = Arc::new(Gate::default());
-        let runner = FakeRunner {
-            gate: Some(gate.clone()),
-            ..fake(1, Duration::ZERO)
-        };
-        let (runs, stops_seen) = (runner.runs.clone(), runner.stops_seen.clone());
-        gate.open(runs_done);
-        let engine = Engine::start(Box::new(runner)).unwrap();
-        runs.wait_for(runs_done + 1);
+        let (engine, _gate, runs, stops_seen) = in_warm_up_run(runs_done + 1);
         // The run would wait 60 s at the gate: only a stop ends it sooner.
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -848,15 +855,7 @@ fn a_real_batch_gives_each_frame_the_mask_it_gets_alone() {
 fn the_first_frame_stops_a_warm_up_run_and_runs_at_once() {
     // Stopped in the blank first run, then in the timed second.
     for runs_done in [0, 1] {
-        let gate = Arc::new(Gate::default());
-        let runner = FakeRunner {
-            gate: Some(gate.clone()),
-            ..fake(1, Duration::ZERO)
-        };
-        let (runs, stops_seen) = (runner.runs.clone(), runner.stops_seen.clone());
-        gate.open(runs_done);
-        let engine = Engine::start(Box::new(runner)).unwrap();
-        runs.wait_for(runs_done + 1);
+        let (engine, gate, runs, stops_seen) = in_warm_up_run(runs_done + 1);
         // The warm-up run waits at the gate for 60 s unless stopped.
         let (c, rx) = client_of(&engine, 1, 0);
         let mut t = c.take_tensor();
