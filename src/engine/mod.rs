@@ -72,6 +72,8 @@ pub struct Delivery {
 pub struct BatchShare {
     pub id: u64,
     pub frames: usize,
+    /// Frames of the whole run, every client's: a shared session's batch.
+    pub run_frames: usize,
 }
 
 pub type DeliverFn = Arc<dyn Fn(Delivery) + Send + Sync>;
@@ -809,6 +811,7 @@ fn client_shares(batch: &Batch) -> BTreeMap<u64, BatchShare> {
             .or_insert(BatchShare {
                 id: batch.id,
                 frames: 0,
+                run_frames: batch.jobs.len(),
             })
             .frames += 1;
     }
@@ -845,7 +848,15 @@ fn take_all(state: &mut State) -> Vec<(DeliverFn, JobId, BatchShare)> {
     for client in state.clients.values_mut() {
         let frames = client.queue.jobs.len();
         for job in client.queue.jobs.drain(..) {
-            all.push((client.deliver.clone(), job.id, BatchShare { id: 0, frames }));
+            all.push((
+                client.deliver.clone(),
+                job.id,
+                BatchShare {
+                    id: 0,
+                    frames,
+                    run_frames: frames,
+                },
+            ));
             tensors.push(job.tensor);
         }
     }

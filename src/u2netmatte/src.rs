@@ -204,6 +204,7 @@ impl U2NetMatte {
                 *stats = BatchStats {
                     id: share.id,
                     frames: share.frames,
+                    run_frames: share.run_frames,
                     frames_out: stats.frames_out,
                     mask_age_total: stats.mask_age_total,
                     mask_age_max: stats.mask_age_max,
@@ -254,6 +255,8 @@ impl U2NetMatte {
         let mean_age = stats.mask_age_total / count_u32(stats.frames_out.max(1));
         let s = gst::Structure::builder("u2netmatte-stats")
             .field("frames", count_u32(stats.frames))
+            .field("batch-id", stats.id)
+            .field("run-frames", count_u32(stats.run_frames))
             .field("batch-size", count_u32(batch_size))
             .field("inference-ms", ms(stats.inference))
             .field("prepare-ms", ms(stats.prepare))

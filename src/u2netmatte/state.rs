@@ -102,6 +102,9 @@ pub enum Item {
 pub struct BatchStats {
     pub id: u64,
     pub frames: usize,
+    /// Frames of the run, every client's (a shared session batches
+    /// several elements' frames together).
+    pub run_frames: usize,
     pub done: usize,
     pub inference: Duration,
     pub prepare: Duration,
@@ -587,7 +590,11 @@ mod tests {
                 width: 1,
                 height: 1,
             }),
-            batch: BatchShare { id: 0, frames: 1 },
+            batch: BatchShare {
+                id: 0,
+                frames: 1,
+                run_frames: 1,
+            },
             batch_started: Instant::now(),
             inference: Duration::ZERO,
             provider: ProviderUsed::Cpu,

@@ -23,9 +23,74 @@ pub fn decode(path: &Path) -> Result<Picture, String> {
         .map_err(|e| e.to_string())?
         .with_guessed_format()
         .map_err(|e| e.to_string())?;
-    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    decode_upright(reader, None).map_err(|e| e.to_string())
+}
+
+/// Why bytes are not a picture the service takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not PNG, JPEG, WebP, BMP or TIFF (by its first bytes).
+    Format,
+    /// More pixels than the service takes: refused from the header,
+    /// before anything is decoded (a decompression bomb costs nothing).
+    TooManyPixels { width: u32, height: u32, max: u64 },
+    /// A width or height of 0.
+    NoPixels { width: u32, height: u32 },
+    /// The decoder's own reason: truncated, corrupt, unsupported variant.
+    Corrupt(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Format => f.write_str(
+                "not an image in a known format (PNG, JPEG, WebP, BMP or TIFF, by its first bytes)",
+            ),
+            Self::TooManyPixels { width, height, max } => write!(
+                f,
+                "the image is {width}x{height}: {} pixels, more than the {max} this service takes",
+                u64::from(*width) * u64::from(*height)
+            ),
+            Self::NoPixels { width, height } => {
+                write!(f, "the image is {width}x{height}: it has no pixels")
+            }
+            Self::Corrupt(e) => write!(f, "the image cannot be decoded: {e}"),
+        }
+    }
+}
+
+/// Decodes an image held in memory, refusing from its header alone one of
+/// more than `max_pixels` pixels.
+pub fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<Picture, DecodeError> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(DecodeError::Format);
+    }
+    decode_upright(reader, Some(max_pixels))
+}
+
+fn decode_upright<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    max_pixels: Option<u64>,
+) -> Result<Picture, DecodeError> {
+    let mut decoder = reader.into_decoder().map_err(|e| match e {
+        image::ImageError::Unsupported(_) => DecodeError::Format,
+        e => DecodeError::Corrupt(e.to_string()),
+    })?;
+    let (width, height) = image::ImageDecoder::dimensions(&decoder);
+    if width == 0 || height == 0 {
+        return Err(DecodeError::NoPixels { width, height });
+    }
+    if let Some(max) = max_pixels
+        && u64::from(width) * u64::from(height) > max
+    {
+        return Err(DecodeError::TooManyPixels { width, height, max });
+    }
     let orientation = image::ImageDecoder::orientation(&mut decoder).ok();
-    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    let mut img = image::DynamicImage::from_decoder(decoder)
+        .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     if let Some(o) = orientation {
         img.apply_orientation(o);
     }
@@ -105,7 +170,7 @@ pub fn write(pic: &OutputPicture, format: Format, dest: &Path) -> Result<(), Str
                 dest.display()
             ))
         })?;
-    let result = encode(pic, format, file)
+    let result = encode(pic, format, BufWriter::new(file))
         .and_then(|()| std::fs::rename(&tmp, dest).map_err(|e| e.to_string()));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -113,8 +178,8 @@ pub fn write(pic: &OutputPicture, format: Format, dest: &Path) -> Result<(), Str
     result
 }
 
-fn encode(pic: &OutputPicture, format: Format, file: std::fs::File) -> Result<(), String> {
-    let mut w = BufWriter::new(file);
+/// Encodes `pic` as `format` into `w`.
+pub fn encode(pic: &OutputPicture, format: Format, mut w: impl Write) -> Result<(), String> {
     let gray = pic.channels == 1;
     let (w_, h_) = (pic.width, pic.height);
     match format {

@@ -9,14 +9,16 @@
 //! whether everything succeeded (see `EXIT_CODES`).
 
 mod codec;
+mod element;
 mod inputs;
 mod run;
+mod serve;
 mod shard;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::shard::ShardArg;
 
@@ -80,38 +82,82 @@ const EXIT_CODES: &str = "Exit codes:
      left undone";
 
 /// Removes the background of photos with U2Net (U2NetP by default), as
-/// `rembg p` or u2net-fast's batch_remove_background do.
+/// `rembg p` or u2net-fast's batch_remove_background do; `u2netmatte serve`
+/// serves the same over HTTP, as `rembg s` does.
 #[derive(Debug, Parser)]
-#[command(name = "u2netmatte", version, about, after_help = EXIT_CODES)]
+#[command(
+    name = "u2netmatte",
+    version,
+    about,
+    after_help = EXIT_CODES,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub folder: Args,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// An HTTP service: rembg's API (POST /api/remove) and a drag-and-drop
+    /// page at /, concurrent requests batched through one model session.
+    Serve(serve::ServeArgs),
+}
+
+/// The folder tool's arguments.
+#[derive(Debug, clap::Args)]
 pub struct Args {
     /// Image files or folders of images (png, jpg, jpeg, webp, bmp).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     /// Folder to write the results to (created if needed); not an input
     /// folder, and no result may take an input's name.
+    #[arg(short, long, required = true)]
+    output: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub look: LookArgs,
+    #[arg(short, long, value_enum, default_value_t = Format::Png)]
+    pub format: Format,
+    /// Threads decoding and encoding files (default: every core).
     #[arg(short, long)]
-    pub output: PathBuf,
+    pub jobs: Option<usize>,
+    /// No progress bar (there is none anyway when stderr is not a terminal).
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Take only shard K of N (K from 0), so that N workers split the
+    /// inputs with no overlap; a file's shard follows from its name alone,
+    /// the same on every machine. `auto/N`: K from $JOB_COMPLETION_INDEX
+    /// (a Kubernetes Indexed Job) or $SLURM_ARRAY_TASK_ID (a Slurm array).
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<ShardArg>,
+    /// Leave out inputs whose result is already in the output folder, so
+    /// that a re-run does only what is missing (a result is only ever
+    /// there whole: it is written under another name, then renamed).
+    #[arg(long)]
+    pub skip_existing: bool,
+}
+
+impl Args {
+    /// The output folder (clap requires it unless a subcommand is given).
+    pub fn output(&self) -> &Path {
+        self.output.as_deref().unwrap_or(Path::new("."))
+    }
+}
+
+/// The model and how it runs: one session's settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ModelArgs {
     /// Model: an .onnx path or a name (u2netp, u2net, u2net_human_seg, silueta, ...).
     #[arg(short, long, default_value = "u2netp")]
     pub model: String,
     /// Frames per inference run.
     #[arg(short, long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub batch_size: u32,
-    #[arg(long, value_enum, default_value_t = Mode::Alpha)]
-    pub mode: Mode,
-    /// --mode composite keeps pixels whose mask is above this (0..1).
-    #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
-    pub threshold: f64,
-    /// --mode composite: width of the soft edge around --threshold (0..1 of
-    /// the mask's range); 0: a hard cut.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_unit)]
-    pub feather: f64,
-    /// --mode composite background, as 0xAARRGGBB (or AARRGGBB).
-    #[arg(long, default_value = "0x00000000", value_parser = parse_argb)]
-    pub fill_color: u32,
-    /// --mode blur: how far (pixels) the background is blurred (1..256).
-    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub blur_radius: u32,
     /// Run the model at this square size instead of its own (0), 32..2048:
     /// faster on a CPU, coarser masks; outputs keep their size.
     #[arg(long, default_value_t = 0, value_parser = parse_inference_size)]
@@ -135,28 +181,29 @@ pub struct Args {
     /// beside the plugin or the project's, else the system's).
     #[arg(long)]
     pub ort_library: Option<PathBuf>,
-    #[arg(short, long, value_enum, default_value_t = Format::Png)]
-    pub format: Format,
-    /// Threads decoding and encoding files (default: every core).
-    #[arg(short, long)]
-    pub jobs: Option<usize>,
-    /// No progress bar (there is none anyway when stderr is not a terminal).
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Take only shard K of N (K from 0), so that N workers split the
-    /// inputs with no overlap; a file's shard follows from its name alone,
-    /// the same on every machine. `auto/N`: K from $JOB_COMPLETION_INDEX
-    /// (a Kubernetes Indexed Job) or $SLURM_ARRAY_TASK_ID (a Slurm array).
-    #[arg(long, value_name = "K/N")]
-    pub shard: Option<ShardArg>,
-    /// Leave out inputs whose result is already in the output folder, so
-    /// that a re-run does only what is missing (a result is only ever
-    /// there whole: it is written under another name, then renamed).
-    #[arg(long)]
-    pub skip_existing: bool,
 }
 
-fn parse_argb(s: &str) -> Result<u32, String> {
+/// What an output looks like: the element's mode and its settings.
+#[derive(Debug, Clone, Copy, PartialEq, clap::Args)]
+pub struct LookArgs {
+    #[arg(long, value_enum, default_value_t = Mode::Alpha)]
+    pub mode: Mode,
+    /// --mode composite keeps pixels whose mask is above this (0..1).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_unit)]
+    pub threshold: f64,
+    /// --mode composite: width of the soft edge around --threshold (0..1 of
+    /// the mask's range); 0: a hard cut.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_unit)]
+    pub feather: f64,
+    /// --mode composite background, as 0xAARRGGBB (or AARRGGBB).
+    #[arg(long, default_value = "0x00000000", value_parser = parse_argb)]
+    pub fill_color: u32,
+    /// --mode blur: how far (pixels) the background is blurred (1..256).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub blur_radius: u32,
+}
+
+pub fn parse_argb(s: &str) -> Result<u32, String> {
     let hex = s
         .trim_start_matches("0x")
         .trim_start_matches("0X")
@@ -164,7 +211,7 @@ fn parse_argb(s: &str) -> Result<u32, String> {
     u32::from_str_radix(hex, 16).map_err(|e| format!("'{s}' is not a 0xAARRGGBB colour: {e}"))
 }
 
-fn parse_unit(s: &str) -> Result<f64, String> {
+pub fn parse_unit(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
         Ok(_) => Err(format!("{s} is not within 0..1")),
@@ -183,15 +230,22 @@ fn parse_inference_size(s: &str) -> Result<u32, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if args.format == Format::Jpg && args.mode == Mode::Alpha {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Serve(serve)) => serve::main(&serve),
+        None => folder_main(&cli.folder),
+    }
+}
+
+fn folder_main(args: &Args) -> ExitCode {
+    if args.format == Format::Jpg && args.look.mode == Mode::Alpha {
         eprintln!(
             "error: jpg has no alpha channel for a cut-out: use --format png or webp, \
              or --mode composite with an opaque --fill-color"
         );
         return ExitCode::from(2);
     }
-    match run::run(&args) {
+    match run::run(args) {
         Ok(summary) if summary.total == 0 => {
             eprintln!("nothing to do: no input is left for this run");
             ExitCode::SUCCESS
@@ -209,7 +263,7 @@ fn main() -> ExitCode {
                     "{} of {} files written to {} before the error{failed}; not done:",
                     summary.written,
                     summary.total,
-                    args.output.display(),
+                    args.output().display(),
                 );
                 for path in &summary.not_done {
                     eprintln!("  {}", path.display());
@@ -220,7 +274,7 @@ fn main() -> ExitCode {
                 "{} of {} files written to {} in {:.1} s ({:.2} files/s){failed}",
                 summary.written,
                 summary.total,
-                args.output.display(),
+                args.output().display(),
                 summary.seconds,
                 summary.written as f64 / summary.seconds.max(1e-9),
             );

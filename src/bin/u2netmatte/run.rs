@@ -15,12 +15,12 @@ use std::sync::{Mutex, mpsc};
 use std::time::Instant;
 
 use gst::prelude::*;
-use gst_video::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::codec::{self, OutputPicture};
+use crate::Args;
+use crate::codec;
+use crate::element;
 use crate::inputs::{self, Job};
-use crate::{Args, Mode, Precision, Provider};
 
 pub struct Summary {
     pub total: usize,
@@ -72,31 +72,6 @@ fn select(jobs: Vec<Job>, args: &Args) -> Result<Vec<Job>, String> {
 /// How often the main thread looks at the bus while no result comes.
 const BUS_POLL: gst::ClockTime = gst::ClockTime::from_mseconds(50);
 
-fn nick(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Alpha => "alpha",
-        Mode::Composite => "composite",
-        Mode::Mask => "mask",
-        Mode::Blur => "blur",
-    }
-}
-
-fn provider_nick(p: Provider) -> &'static str {
-    match p {
-        Provider::Auto => "auto",
-        Provider::Cuda => "cuda",
-        Provider::Cpu => "cpu",
-        Provider::Openvino => "openvino",
-    }
-}
-
-fn precision_nick(p: Precision) -> &'static str {
-    match p {
-        Precision::Fp32 => "fp32",
-        Precision::Bf16 => "bf16",
-    }
-}
-
 struct Pipeline {
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
@@ -104,33 +79,14 @@ struct Pipeline {
 }
 
 fn build(args: &Args, queue: u64) -> Result<Pipeline, String> {
-    gst::init().map_err(|e| e.to_string())?;
-    gstu2netmatte::plugin_register_static().map_err(|e| e.to_string())?;
+    element::init()?;
     let src = gst_app::AppSrc::builder()
         .format(gst::Format::Time)
         .block(true)
         .max_buffers(queue)
         .max_bytes(0)
         .build();
-    let matte = gst::ElementFactory::make("u2netmatte")
-        .property("model", &args.model)
-        .property("batch-size", args.batch_size)
-        .property("threshold", args.threshold)
-        .property("fill-color", args.fill_color)
-        .property("device-id", args.device_id)
-        .property("feather", args.feather)
-        .property("blur-radius", args.blur_radius)
-        .property("inference-size", args.inference_size)
-        .property("batch-timeout", args.batch_timeout)
-        .property_from_str("mode", nick(args.mode))
-        .property_from_str("provider", provider_nick(args.provider))
-        .property_from_str("precision", precision_nick(args.precision))
-        .property("threads", args.threads)
-        .build()
-        .map_err(|e| format!("the u2netmatte element: {e}"))?;
-    if let Some(lib) = &args.ort_library {
-        matte.set_property("ort-library", lib.to_string_lossy().as_ref());
-    }
+    let matte = element::make(&args.model, &args.look, None)?;
     let sink = gst_app::AppSink::builder()
         .sync(false)
         .max_buffers(queue as u32)
@@ -190,19 +146,7 @@ fn sample_for(pic: codec::Picture, index: usize) -> Result<gst::Sample, String> 
 }
 
 fn write_sample(sample: &gst::Sample, args: &Args, job: &Job) -> Result<(), String> {
-    let caps = sample.caps().ok_or("output without caps")?;
-    let info = gst_video::VideoInfo::from_caps(caps).map_err(|e| e.to_string())?;
-    let buffer = sample.buffer().ok_or("output without buffer")?;
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
-        .map_err(|e| e.to_string())?;
-    let pic = OutputPicture {
-        width: info.width(),
-        height: info.height(),
-        channels: info.format_info().pixel_stride()[0] as usize,
-        data: frame.plane_data(0).map_err(|e| e.to_string())?,
-        stride: frame.plane_stride()[0] as usize,
-    };
-    codec::write(&pic, args.format, &job.output)
+    element::with_output(sample, |pic| codec::write(pic, args.format, &job.output))
 }
 
 /// A job's state, for the summary.
@@ -363,7 +307,7 @@ where
 
 pub fn run(args: &Args) -> Result<Summary, String> {
     // Checked before the output folder is made: refusing must leave no trace.
-    let jobs = inputs::collect(&args.inputs, &args.output, args.format.extension())
+    let jobs = inputs::collect(&args.inputs, args.output(), args.format.extension())
         .map_err(|e| e.to_string())?;
     if jobs.is_empty() {
         return Err("no images among the inputs".into());
@@ -372,13 +316,13 @@ pub fn run(args: &Args) -> Result<Summary, String> {
     if jobs.is_empty() {
         return Ok(Summary::nothing());
     }
-    std::fs::create_dir_all(&args.output)
-        .map_err(|e| format!("cannot create {}: {e}", args.output.display()))?;
+    std::fs::create_dir_all(args.output())
+        .map_err(|e| format!("cannot create {}: {e}", args.output().display()))?;
     let threads = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
-    let p = build(args, u64::from(args.batch_size) * 2)?;
+    let p = build(args, u64::from(args.model.batch_size) * 2)?;
     if p.pipeline.set_state(gst::State::Playing).is_err() {
         let e = bus_error(&p.pipeline).unwrap_or_else(|| "the pipeline did not start".into());
         let _ = p.pipeline.set_state(gst::State::Null);

@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: MPL-2.0
+//! Requests -> the u2netmatte element -> responses.
+//!
+//! One pipeline (`appsrc ! u2netmatte ! appsink`) per look a request asks
+//! for (mode, threshold, fill, ...: the element's own properties, so that
+//! outputs equal the folder tool's), every element in one `shared-session`:
+//! one model and one inference thread batch the frames of every request in
+//! the service together, whatever they asked for. A frame's buffer offset
+//! names its request; the appsink's callback hands each output to the
+//! request waiting for it. An element error fails the requests waiting on
+//! that pipeline, and the next request builds it anew.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use gst::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::codec::Picture;
+use crate::element;
+use crate::{LookArgs, ModelArgs};
+
+/// What comes back for a request: its output frame, or why not.
+pub type Outcome = Result<gst::Sample, String>;
+
+/// Called with (batch id, frames in the model run) once per model run.
+pub type OnBatch = Arc<dyn Fn(u64, u32) + Send + Sync>;
+
+/// Pipelines kept for looks not asked for lately are let go past this.
+const MOST_LINES: usize = 16;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+struct Waiting {
+    by_id: HashMap<u64, oneshot::Sender<Outcome>>,
+    /// Set by an element error: the pipeline takes nothing more.
+    broken: Option<String>,
+}
+
+impl Waiting {
+    fn fail_all(&mut self, reason: &str) {
+        self.broken.get_or_insert_with(|| reason.to_string());
+        for (_, tx) in self.by_id.drain() {
+            let _ = tx.send(Err(reason.to_string()));
+        }
+    }
+}
+
+/// One look's pipeline.
+struct Line {
+    look: LookArgs,
+    pipeline: gst::Pipeline,
+    src: gst_app::AppSrc,
+    waiting: Arc<Mutex<Waiting>>,
+    /// Held across `push_sample` (caps, then buffer: two requests
+    /// interleaving there would send a frame under the other's caps), with
+    /// the next timestamp.
+    push_turn: Mutex<u64>,
+}
+
+impl Line {
+    fn build(
+        model: &ModelArgs,
+        look: LookArgs,
+        session: &str,
+        on_batch: OnBatch,
+    ) -> Result<Self, String> {
+        let src = gst_app::AppSrc::builder()
+            .format(gst::Format::Time)
+            .block(false)
+            // The service bounds what is in flight (--max-queue).
+            .max_buffers(0)
+            .max_bytes(0)
+            .build();
+        let matte = element::make(model, &look, Some(session))?;
+        matte.set_property("stats", true);
+        let sink = gst_app::AppSink::builder()
+            .sync(false)
+            .max_buffers(0)
+            .build();
+        let pipeline = gst::Pipeline::new();
+        pipeline
+            .add_many([src.upcast_ref(), &matte, sink.upcast_ref()])
+            .map_err(|e| e.to_string())?;
+        gst::Element::link_many([src.upcast_ref(), &matte, sink.upcast_ref()])
+            .map_err(|e| e.to_string())?;
+
+        let waiting = Arc::new(Mutex::new(Waiting::default()));
+        let delivered = Arc::clone(&waiting);
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    let id = sample.buffer().map(|b| b.offset());
+                    let tx = id.and_then(|id| lock(&delivered).by_id.remove(&id));
+                    // None: the request has given up (timed out, or gone).
+                    if let Some(tx) = tx {
+                        let _ = tx.send(Ok(sample));
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+
+        let failed = Arc::clone(&waiting);
+        let bus = pipeline.bus().ok_or("a pipeline without a bus")?;
+        // Read where the messages are posted: nobody runs a main loop here.
+        bus.set_sync_handler(move |_, msg| {
+            match msg.view() {
+                gst::MessageView::Error(e) => {
+                    let mut reason = e.error().to_string();
+                    if let Some(debug) = e.debug().filter(|d| !d.is_empty()) {
+                        reason = format!("{reason} ({debug})");
+                    }
+                    lock(&failed).fail_all(&reason);
+                }
+                gst::MessageView::Element(m) => {
+                    if let Some(s) = m.structure().filter(|s| s.name() == "u2netmatte-stats")
+                        && let (Ok(id), Ok(frames)) =
+                            (s.get::<u64>("batch-id"), s.get::<u32>("run-frames"))
+                    {
+                        on_batch(id, frames);
+                    }
+                }
+                _ => {}
+            }
+            gst::BusSyncReply::Drop
+        });
+
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            let reason = lock(&waiting)
+                .broken
+                .clone()
+                .unwrap_or_else(|| "the pipeline did not start".into());
+            let _ = pipeline.set_state(gst::State::Null);
+            return Err(reason);
+        }
+        Ok(Self {
+            look,
+            pipeline,
+            src,
+            waiting,
+            push_turn: Mutex::new(0),
+        })
+    }
+
+    fn broken(&self) -> bool {
+        lock(&self.waiting).broken.is_some()
+    }
+
+    fn push(&self, id: u64, pic: Picture) -> Result<oneshot::Receiver<Outcome>, String> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut waiting = lock(&self.waiting);
+            if let Some(reason) = &waiting.broken {
+                return Err(reason.clone());
+            }
+            waiting.by_id.insert(id, tx);
+        }
+        let info =
+            gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, pic.width, pic.height)
+                .build()
+                .map_err(|e| e.to_string())?;
+        let caps = info.to_caps().map_err(|e| e.to_string())?;
+        let mut buffer = gst::Buffer::from_mut_slice(pic.rgba);
+        let pushed = {
+            let mut next_pts = lock(&self.push_turn);
+            if let Some(b) = buffer.get_mut() {
+                b.set_offset(id);
+                // Timestamps only need to rise: 1 ms a frame.
+                b.set_pts(gst::ClockTime::from_mseconds(*next_pts));
+                b.set_duration(gst::ClockTime::from_mseconds(1));
+            }
+            *next_pts += 1;
+            let sample = gst::Sample::builder().buffer(&buffer).caps(&caps).build();
+            self.src.push_sample(&sample)
+        };
+        if let Err(flow) = pushed {
+            lock(&self.waiting).by_id.remove(&id);
+            let reason = lock(&self.waiting).broken.clone();
+            return Err(reason.unwrap_or_else(|| format!("the pipeline took no frame: {flow:?}")));
+        }
+        Ok(rx)
+    }
+
+    fn forget(&self, id: u64) {
+        lock(&self.waiting).by_id.remove(&id);
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        lock(&self.waiting).fail_all("the service is shutting down");
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
+/// Every pipeline of the service, by look.
+pub struct Bridge {
+    model: ModelArgs,
+    session: String,
+    on_batch: OnBatch,
+    /// The least recently asked for first.
+    lines: Mutex<VecDeque<Arc<Line>>>,
+    next_id: AtomicU64,
+}
+
+/// A request's frame on its way through the element.
+pub struct Ticket {
+    line: Arc<Line>,
+    id: u64,
+    pub output: oneshot::Receiver<Outcome>,
+}
+
+impl Ticket {
+    /// Tells the pipeline nobody waits for this output any more.
+    pub fn forget(&self) {
+        self.line.forget(self.id);
+    }
+}
+
+impl Bridge {
+    pub fn new(model: ModelArgs, on_batch: OnBatch) -> Self {
+        Self {
+            model,
+            // Process-wide: shared sessions are found by name.
+            session: format!("u2netmatte-serve-{}", std::process::id()),
+            on_batch,
+            lines: Mutex::new(VecDeque::new()),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    /// The pipeline for `look`, built (the model loaded, for the first)
+    /// when there is none or the last one broke. Blocks: call it off the
+    /// async threads.
+    fn line(&self, look: LookArgs) -> Result<Arc<Line>, String> {
+        let mut lines = lock(&self.lines);
+        if let Some(i) = lines.iter().position(|l| l.look == look) {
+            let line = lines.remove(i).expect("position is in the deque");
+            if !line.broken() {
+                lines.push_back(Arc::clone(&line));
+                return Ok(line);
+            }
+        }
+        let line = Arc::new(Line::build(
+            &self.model,
+            look,
+            &self.session,
+            Arc::clone(&self.on_batch),
+        )?);
+        lines.push_back(Arc::clone(&line));
+        if lines.len() > MOST_LINES {
+            // Requests still waiting on it hold it until they are answered.
+            lines.pop_front();
+        }
+        Ok(line)
+    }
+
+    /// Starts the pipeline for `look` now: a model that cannot load is
+    /// found when the service starts, not by its first client.
+    pub fn start(&self, look: LookArgs) -> Result<(), String> {
+        self.line(look).map(|_| ())
+    }
+
+    /// Sends `pic` through the element as `look` says. Blocks while a new
+    /// pipeline starts.
+    pub fn submit(&self, pic: Picture, look: LookArgs) -> Result<Ticket, String> {
+        let line = self.line(look)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let output = line.push(id, pic)?;
+        Ok(Ticket { line, id, output })
+    }
+
+    /// Stops every pipeline (requests still waiting get an error).
+    pub fn stop(&self) {
+        lock(&self.lines).clear();
+    }
+}

@@ -1,0 +1,317 @@
+// SPDX-License-Identifier: MPL-2.0
+//! The service's routes: rembg's `/api/remove`, the page, health, metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::Service;
+use super::options;
+use super::page;
+use crate::Format;
+use crate::codec::{self, DecodeError};
+use crate::element;
+
+/// An answer other than an image: its status and what to tell the client.
+#[derive(Debug)]
+pub struct Refusal {
+    status: StatusCode,
+    message: String,
+    retry_after: Option<u64>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.message, "status": self.status.as_u16() });
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+pub fn router(service: Arc<Service>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/", get(|| async { page::index() }))
+        .route("/app.js", get(|| async { page::script() }))
+        .route("/style.css", get(|| async { page::style() }))
+        .route("/api/remove", get(remove_get).post(remove))
+        .route("/api/openapi.json", get(|| async { page::openapi() }))
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { Refusal::new(StatusCode::NOT_FOUND, "no such page") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(service)
+}
+
+async fn health(State(s): State<Arc<Service>>) -> Response {
+    let in_flight = s.max_queue - s.admitted.available_permits();
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "model": s.model_name,
+        "in_flight": in_flight,
+        "max_queue": s.max_queue,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<Arc<Service>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.text(),
+    )
+        .into_response()
+}
+
+fn query_pairs(request: &Request) -> Result<Vec<(String, String)>, Refusal> {
+    Query::<Vec<(String, String)>>::try_from_uri(request.uri())
+        .map(|q| q.0)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("the query string: {e}")))
+}
+
+/// rembg's GET takes `url=`, which is not fetched here (see `options`).
+async fn remove_get(State(s): State<Arc<Service>>, request: Request) -> Response {
+    let started = Instant::now();
+    let answer = match query_pairs(&request)
+        .and_then(|pairs| options::parse(&pairs, s.defaults, &s.model_name).map_err(bad))
+    {
+        Err(refusal) => refusal,
+        Ok(_) => Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "GET has no image: POST one (multipart field 'file', or the raw body)",
+        ),
+    }
+    .into_response();
+    s.metrics
+        .answered(answer.status().as_u16(), started.elapsed());
+    answer
+}
+
+async fn remove(State(s): State<Arc<Service>>, request: Request) -> Response {
+    let started = Instant::now();
+    let answer = match remove_background(&s, request, started).await {
+        Ok(image) => image,
+        Err(refusal) => refusal.into_response(),
+    };
+    s.metrics
+        .answered(answer.status().as_u16(), started.elapsed());
+    answer
+}
+
+fn bad(message: String) -> Refusal {
+    Refusal::new(StatusCode::BAD_REQUEST, message)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn remove_background(
+    s: &Arc<Service>,
+    request: Request,
+    started: Instant,
+) -> Result<Response, Refusal> {
+    let asked = options::parse(&query_pairs(&request)?, s.defaults, &s.model_name).map_err(bad)?;
+    let Ok(_admitted) = Arc::clone(&s.admitted).try_acquire_owned() else {
+        return Err(Refusal {
+            retry_after: Some(1),
+            ..Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the service is full: {} requests in flight (--max-queue); try again shortly",
+                    s.max_queue
+                ),
+            )
+        });
+    };
+    let _queued = s.metrics.in_queue();
+    let deadline = tokio::time::Instant::from_std(started + s.request_timeout);
+
+    let body_deadline = tokio::time::Instant::from_std(started + s.body_timeout);
+    let bytes = tokio::time::timeout_at(body_deadline, image_bytes(request))
+        .await
+        .map_err(|_| {
+            Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the request's body did not arrive within {} s (--body-timeout)",
+                    s.body_timeout.as_secs()
+                ),
+            )
+        })??;
+    if bytes.is_empty() {
+        return Err(bad("the request has no image: its body is empty".into()));
+    }
+
+    let turn = Arc::clone(&s.codec_turns)
+        .acquire_owned()
+        .await
+        .map_err(|_| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping"))?;
+    let service = Arc::clone(s);
+    let look = asked.look;
+    let submitted = tokio::task::spawn_blocking(move || {
+        let t = Instant::now();
+        let pic = codec::decode_bytes(&bytes, service.max_pixels).map_err(refusal_for)?;
+        drop(turn);
+        let decoded = t.elapsed();
+        let ticket = service.bridge.submit(pic, look).map_err(|e| {
+            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model: {e}"))
+        })?;
+        Ok::<_, Refusal>((ticket, decoded))
+    })
+    .await
+    .map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("decoding failed: {e}"),
+        )
+    })??;
+    let (mut ticket, decoded) = submitted;
+
+    let in_model = Instant::now();
+    let sample = match tokio::time::timeout_at(deadline, &mut ticket.output).await {
+        Ok(Ok(Ok(sample))) => sample,
+        Ok(Ok(Err(reason))) => {
+            return Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the model failed: {reason}"),
+            ));
+        }
+        Ok(Err(_)) => {
+            return Err(Refusal::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the pipeline stopped before this image was done",
+            ));
+        }
+        Err(_) => {
+            ticket.forget();
+            return Err(Refusal {
+                retry_after: Some(1),
+                ..Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the image was not done within {} s (--request-timeout)",
+                        s.request_timeout.as_secs()
+                    ),
+                )
+            });
+        }
+    };
+    let matted = in_model.elapsed();
+
+    let turn = Arc::clone(&s.codec_turns)
+        .acquire_owned()
+        .await
+        .map_err(|_| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "the service is stopping"))?;
+    let format = asked.format;
+    let (encoded, encode_time) = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        let t = Instant::now();
+        encode_sample(&sample, format).map(|bytes| (bytes, t.elapsed()))
+    })
+    .await
+    .map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding failed: {e}"),
+        )
+    })?
+    .map_err(|e| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding failed: {e}"),
+        )
+    })?;
+
+    let content_type = match asked.format {
+        Format::Png => "image/png",
+        Format::Jpg => "image/jpeg",
+        Format::Webp => "image/webp",
+    };
+    let timing = format!(
+        "decode;dur={:.1}, matte;dur={:.1}, encode;dur={:.1}",
+        ms(decoded),
+        ms(matted),
+        ms(encode_time)
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, content_type.to_string()),
+            (header::HeaderName::from_static("server-timing"), timing),
+        ],
+        Bytes::from(encoded),
+    )
+        .into_response())
+}
+
+fn refusal_for(e: DecodeError) -> Refusal {
+    let status = match &e {
+        DecodeError::Format => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        DecodeError::TooManyPixels { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        DecodeError::NoPixels { .. } | DecodeError::Corrupt(_) => StatusCode::BAD_REQUEST,
+    };
+    Refusal::new(status, e.to_string())
+}
+
+/// The image a request carries: rembg's multipart field `file`, or else
+/// the whole body.
+async fn image_bytes(request: Request) -> Result<Bytes, Refusal> {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/"));
+    if !multipart {
+        return Bytes::from_request(request, &()).await.map_err(|e| {
+            Refusal::new(e.status(), format!("the request's body: {}", e.body_text()))
+        });
+    }
+    let mut form = Multipart::from_request(request, &())
+        .await
+        .map_err(|e| Refusal::new(e.status(), format!("the multipart form: {}", e.body_text())))?;
+    loop {
+        let field = form.next_field().await.map_err(|e| {
+            Refusal::new(e.status(), format!("the multipart form: {}", e.body_text()))
+        })?;
+        let Some(field) = field else {
+            return Err(bad(
+                "the multipart form has no field 'file' (rembg's name for the image)".into(),
+            ));
+        };
+        if field.name() == Some("file") {
+            return field.bytes().await.map_err(|e| {
+                Refusal::new(e.status(), format!("the multipart form: {}", e.body_text()))
+            });
+        }
+    }
+}
+
+fn encode_sample(sample: &gst::Sample, format: Format) -> Result<Vec<u8>, String> {
+    element::with_output(sample, |pic| {
+        let mut out = Vec::new();
+        codec::encode(pic, format, &mut out)?;
+        Ok(out)
+    })
+}
