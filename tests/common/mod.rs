@@ -3,6 +3,8 @@
 //! scenes with known ground truth, frame packing and mask comparison.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::{Duration, Instant};

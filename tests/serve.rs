@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `u2netmatte serve` on the real model: rembg's API gives what the folder
+//! tool gives, bad requests get a 4xx naming their cause while the service
+//! goes on, a full queue answers 503 at once, concurrent requests share
+//! model runs, SIGTERM lets requests in flight finish.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::server::*;
+use common::*;
+
+/// The folder tool on `photos` with `options`: its outputs, by input name.
+fn folder_tool(photos: &[&Path], options: &[&str], out: &Path) -> Vec<image::DynamicImage> {
+    let status = Command::new(TOOL)
+        .args(photos)
+        .args(["-o", out.to_str().unwrap(), "--quiet"])
+        .args(options)
+        .status()
+        .expect("the folder tool runs");
+    assert!(
+        status.success(),
+        "the folder tool on {photos:?} {options:?}"
+    );
+    photos
+        .iter()
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_str().unwrap();
+            let ext = options
+                .iter()
+                .position(|o| *o == "--format")
+                .map_or("png", |i| options[i + 1]);
+            image::open(out.join(format!("{stem}.{ext}"))).expect("the folder tool's output")
+        })
+        .collect()
+}
+
+fn decoded(r: &Response) -> image::DynamicImage {
+    assert_eq!(r.status, 200, "{}", r.error());
+    image::load_from_memory(&r.body).expect("an image comes back")
+}
+
+/// Largest difference of any channel of any pixel.
+fn max_difference(a: &image::DynamicImage, b: &image::DynamicImage) -> u8 {
+    assert_eq!((a.width(), a.height()), (b.width(), b.height()));
+    assert_eq!(a.color(), b.color(), "same kind of image");
+    a.as_bytes()
+        .iter()
+        .zip(b.as_bytes())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_api_gives_what_the_folder_tool_gives() {
+    let server = Server::start(&[]);
+    let photos = [photo("chelsea.png"), photo("rocket.jpg")];
+    let photo_paths: Vec<&Path> = photos.iter().map(|p| p.as_path()).collect();
+    let cases: [(&str, &[&str]); 5] = [
+        ("", &[]),
+        ("?om=true", &["--mode", "mask"]),
+        (
+            "?mode=composite&threshold=0.3&feather=0.2&fill-color=0xff00ff00",
+            &[
+                "--mode",
+                "composite",
+                "--threshold",
+                "0.3",
+                "--feather",
+                "0.2",
+                "--fill-color",
+                "0xff00ff00",
+            ],
+        ),
+        (
+            "?mode=blur&blur-radius=5&format=webp",
+            &["--mode", "blur", "--blur-radius", "5", "--format", "webp"],
+        ),
+        (
+            "?bgc=255,255,255,255",
+            &[
+                "--mode",
+                "composite",
+                "--feather",
+                "1",
+                "--fill-color",
+                "0xffffffff",
+            ],
+        ),
+    ];
+    for (n, (query, options)) in cases.iter().enumerate() {
+        let out = temp_dir(&format!("serve-equal-{n}"));
+        let expected = folder_tool(&photo_paths, options, &out);
+        for (photo, expected) in photos.iter().zip(&expected) {
+            let bytes = std::fs::read(photo).unwrap();
+            let got = decoded(&remove(server.addr, query, &bytes));
+            // One batch or another: the model's arithmetic may differ by
+            // a rounding.
+            let d = max_difference(&got, expected);
+            assert!(d <= 1, "{query} on {}: differs by {d}", photo.display());
+            let raw = decoded(&remove_raw(server.addr, query, &bytes));
+            assert!(max_difference(&raw, expected) <= 1, "raw body {query}");
+        }
+        std::fs::remove_dir_all(out).unwrap();
+    }
+    let r = remove(
+        server.addr,
+        "?format=jpg&mode=mask",
+        &std::fs::read(&photos[0]).unwrap(),
+    );
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    assert_eq!(decoded(&r).color(), image::ColorType::L8);
+    let timing = r.header("server-timing").expect("Server-Timing");
+    assert!(
+        timing.starts_with("decode;dur=") && timing.contains("matte;dur="),
+        "{timing}"
+    );
+}
+
+#[test]
+fn rembgs_curl_calls_work_unchanged() {
+    let server = Server::start(&[]);
+    let out = temp_dir("serve-curl");
+    let photo = photo("rocket.jpg");
+    for (query, color) in [
+        ("", image::ColorType::Rgba8),
+        ("?om=true", image::ColorType::L8),
+    ] {
+        let file = out.join("out.png");
+        let status = Command::new("curl")
+            .args(["-s", "-S", "--fail", "-o", file.to_str().unwrap(), "-F"])
+            .arg(format!("file=@{}", photo.display()))
+            .arg(server.url(&format!("/api/remove{query}")))
+            .status()
+            .expect("curl runs");
+        assert!(status.success(), "curl -F file=@... /api/remove{query}");
+        let img = image::open(&file).unwrap();
+        let original = image::open(&photo).unwrap();
+        assert_eq!(
+            (img.width(), img.height(), img.color()),
+            (original.width(), original.height(), color)
+        );
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+/// A PNG whose header says `width` x `height`, with a tiny (wrong) body:
+/// refusing it must not depend on decoding it.
+fn png_header_only(width: u32, height: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&width.to_be_bytes());
+    ihdr.extend_from_slice(&height.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    let idat = b"IDAT\x78\x9c\x03\x00\x00\x00\x00\x01";
+    png.extend_from_slice(&((idat.len() - 4) as u32).to_be_bytes());
+    png.extend_from_slice(idat);
+    png.extend_from_slice(&crc32(idat).to_be_bytes());
+    png
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A BMP header claiming `width` x `height` at 24 bits, and no pixels.
+fn bmp_header_only(width: i32, height: i32) -> Vec<u8> {
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&[0; 4]);
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&width.to_le_bytes());
+    bmp.extend_from_slice(&height.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    bmp
+}
+
+#[test]
+fn bad_requests_get_a_4xx_naming_the_cause_and_the_service_goes_on() {
+    let server = Server::start(&["--max-body-mb", "2", "--body-timeout", "2"]);
+    let a = server.addr;
+    let png = std::fs::read(photo("chelsea.png")).unwrap();
+    let jpeg = std::fs::read(photo("rocket.jpg")).unwrap();
+    let expect = |what: &str, r: Response, status: u16, says: &str| {
+        let error = r.error();
+        assert_eq!(r.status, status, "{what}: {error}");
+        assert!(
+            error.contains(says),
+            "{what}: '{error}' does not say '{says}'"
+        );
+    };
+    expect("empty body", remove_raw(a, "", b""), 400, "body is empty");
+    expect("empty file field", remove(a, "", b""), 400, "body is empty");
+    expect(
+        "not an image",
+        remove(a, "", b"hello, this is text"),
+        415,
+        "not an image",
+    );
+    expect(
+        "truncated PNG",
+        remove(a, "", &png[..png.len() / 3]),
+        400,
+        "cannot be decoded",
+    );
+    expect(
+        "truncated JPEG",
+        remove(a, "", &jpeg[..jpeg.len() / 3]),
+        400,
+        "cannot be decoded",
+    );
+    expect(
+        "decompression bomb",
+        remove(a, "", &png_header_only(30000, 30000)),
+        413,
+        "30000x30000",
+    );
+    expect(
+        "huge BMP",
+        remove(a, "", &bmp_header_only(100_000, 100_000)),
+        413,
+        "100000x100000",
+    );
+    let zero = remove(a, "", &png_header_only(0, 16));
+    assert_eq!(zero.status, 400, "a 0x16 image: {}", zero.error());
+    let body = vec![0u8; 3_000_000];
+    expect(
+        "too big a body",
+        remove_raw(a, "", &body),
+        413,
+        "length limit",
+    );
+    let no_boundary = exchange(
+        a,
+        "POST /api/remove HTTP/1.1\r\nContent-Type: multipart/form-data",
+        b"--x\r\n\r\n",
+    )
+    .unwrap();
+    expect(
+        "multipart without a boundary",
+        no_boundary,
+        400,
+        "multipart",
+    );
+    let (ct, form) = multipart_body("image", "x.png", &png);
+    let wrong_field = exchange(
+        a,
+        &format!("POST /api/remove HTTP/1.1\r\nContent-Type: {ct}"),
+        &form,
+    );
+    expect(
+        "no 'file' field",
+        wrong_field.unwrap(),
+        400,
+        "no field 'file'",
+    );
+    let (ct, mut form) = multipart_body("file", "x.png", &png);
+    form.truncate(form.len() - 30);
+    let cut = exchange(
+        a,
+        &format!("POST /api/remove HTTP/1.1\r\nContent-Type: {ct}"),
+        &form,
+    );
+    expect("a form cut short", cut.unwrap(), 400, "multipart");
+    expect(
+        "unknown option",
+        remove(a, "?colour=red", &png),
+        400,
+        "unknown option 'colour'",
+    );
+    expect(
+        "bad mode",
+        remove(a, "?mode=sepia", &png),
+        400,
+        "mode=sepia",
+    );
+    expect(
+        "threshold out of range",
+        remove(a, "?threshold=2", &png),
+        400,
+        "threshold",
+    );
+    expect(
+        "bad colour",
+        remove(a, "?bgc=300,0,0", &png),
+        400,
+        "'300' is not 0..255",
+    );
+    expect(
+        "jpg cut-out",
+        remove(a, "?format=jpg", &png),
+        400,
+        "no alpha channel",
+    );
+    expect(
+        "alpha matting",
+        remove(a, "?a=true", &png),
+        400,
+        "alpha matting",
+    );
+    expect(
+        "another model",
+        remove(a, "?model=u2net", &png),
+        400,
+        "this service runs u2netp",
+    );
+    expect(
+        "GET with url",
+        get(a, "/api/remove?url=http://10.0.0.1/x.png"),
+        400,
+        "does not fetch URLs",
+    );
+    expect("no such page", get(a, "/api/nothing"), 404, "no such page");
+
+    // A client that sends its body slowly is cut off after --body-timeout.
+    let started = Instant::now();
+    let mut slow = std::net::TcpStream::connect(a).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    use std::io::Write;
+    write!(
+        slow,
+        "POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        png.len()
+    )
+    .unwrap();
+    for chunk in png.chunks(1000).take(6) {
+        slow.write_all(chunk).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let r = read_response(&mut slow).unwrap();
+    expect("slow body", r, 408, "--body-timeout");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // And it still serves.
+    assert_eq!(decoded(&remove(a, "", &png)).width(), 451);
+    assert_eq!(get(a, "/healthz").status, 200);
+}
+
+#[test]
+fn a_full_queue_answers_503_at_once_and_never_hangs() {
+    let server = Server::start(&["--max-queue", "2"]);
+    let a = server.addr;
+    let png = std::fs::read(photo("astronaut.png")).unwrap();
+    let started = Instant::now();
+    let answers: Vec<Response> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..10).map(|_| s.spawn(|| remove(a, "", &png))).collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    let ok = answers.iter().filter(|r| r.status == 200).count();
+    let full: Vec<&Response> = answers.iter().filter(|r| r.status == 503).collect();
+    assert_eq!(ok + full.len(), 10, "only 200 and 503: {answers:?}");
+    assert!(ok >= 2, "the two admitted were answered: {ok}");
+    assert!(
+        !full.is_empty(),
+        "ten at once into a queue of two: some refused"
+    );
+    for r in &full {
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(r.error().contains("--max-queue"), "{}", r.error());
+    }
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let metrics = get(a, "/metrics").text();
+    assert!(
+        metrics.contains(&format!(
+            "u2netmatte_requests_total{{status=\"503\"}} {}",
+            full.len()
+        )),
+        "{metrics}"
+    );
+}
+
+/// The picture of request `i` in the load test: one of a few sizes.
+fn load_picture(i: usize) -> (u32, u32) {
+    [(64, 48), (320, 240), (451, 300), (800, 600), (130, 400)][i % 5]
+}
+
+#[test]
+fn many_clients_at_once_get_their_own_images_in_shared_model_runs() {
+    let server = Server::start(&["--batch-size", "8"]);
+    let a = server.addr;
+    let source = image::open(photo("coffee.png")).unwrap();
+    let pictures: Vec<Vec<u8>> = (0..5)
+        .map(|i| {
+            let (w, h) = load_picture(i);
+            let mut png = Vec::new();
+            source
+                .resize_exact(w, h, image::imageops::FilterType::Triangle)
+                .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .unwrap();
+            png
+        })
+        .collect();
+    // Each picture's answer alone, to check every answer under load.
+    let expected: Vec<image::DynamicImage> = pictures
+        .iter()
+        .map(|p| decoded(&remove(a, "", p)))
+        .collect();
+
+    let run = |from: usize, to: usize| {
+        let next = std::sync::atomic::AtomicUsize::new(from);
+        std::thread::scope(|s| {
+            for _ in 0..16 {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if i >= to {
+                            break;
+                        }
+                        let got = decoded(&remove(a, "", &pictures[i % 5]));
+                        let d = max_difference(&got, &expected[i % 5]);
+                        assert!(d <= 1, "request {i} got another picture's answer ({d})");
+                    }
+                });
+            }
+        });
+    };
+    run(0, 20);
+    let rss_early = server.rss_kib();
+    run(20, 200);
+    let rss_late = server.rss_kib();
+    assert!(
+        rss_late as f64 <= rss_early as f64 * 1.10,
+        "memory grew under load: {rss_early} KiB after 20 requests, {rss_late} KiB after 200"
+    );
+    let metrics = get(a, "/metrics").text();
+    assert!(
+        metrics.contains("u2netmatte_requests_total{status=\"200\"} 205"),
+        "{metrics}"
+    );
+    let count = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    let runs = count("u2netmatte_batch_frames_count");
+    let single = count("u2netmatte_batch_frames_bucket{le=\"1.0\"}");
+    let frames = count("u2netmatte_batch_frames_sum");
+    assert_eq!(frames, 205.0, "every frame in one counted run");
+    assert!(
+        runs - single >= 10.0 && runs < 150.0,
+        "16 clients at once share model runs: {runs} runs, {single} of one frame"
+    );
+}
+
+#[test]
+fn sigterm_lets_the_requests_in_flight_finish() {
+    let mut server = Server::start(&[]);
+    let a = server.addr;
+    let png = std::fs::read(photo("astronaut.png")).unwrap();
+    let answers = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..3).map(|_| s.spawn(|| remove(a, "", &png))).collect();
+        // In flight: read, decoding or in the model.
+        std::thread::sleep(Duration::from_millis(300));
+        let code = server.terminate(Duration::from_secs(60));
+        let answers: Vec<u16> = clients
+            .into_iter()
+            .map(|c| c.join().unwrap().status)
+            .collect();
+        (code, answers)
+    });
+    assert_eq!(answers, (Some(0), vec![200, 200, 200]));
+    assert!(
+        server
+            .log
+            .lock()
+            .unwrap()
+            .contains("finishing the requests in flight")
+    );
+    assert!(
+        std::net::TcpStream::connect(a).is_err(),
+        "no longer listening"
+    );
+}
+
+#[test]
+fn a_model_that_cannot_load_ends_the_service_before_it_listens() {
+    let out = Command::new(TOOL)
+        .args(["serve", "--port", "0", "--model", "/nonexistent/model.onnx"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/model.onnx") && !stderr.contains("listening"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_service_describes_itself() {
+    let server = Server::start(&[]);
+    let a = server.addr;
+    let health: serde_json::Value = serde_json::from_slice(&get(a, "/healthz").body).unwrap();
+    assert_eq!(
+        (health["status"].as_str(), health["model"].as_str()),
+        (Some("ok"), Some("u2netp"))
+    );
+    let api: serde_json::Value = serde_json::from_slice(&get(a, "/api/openapi.json").body).unwrap();
+    assert_eq!(api["openapi"], "3.1.0");
+    let page = get(a, "/");
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(page.text().contains("/app.js"));
+    let metrics = get(a, "/metrics");
+    assert!(
+        metrics
+            .text()
+            .contains("# TYPE u2netmatte_queue_depth gauge")
+    );
+    assert!(metrics.text().ends_with("# EOF\n"));
+}
