@@ -19,11 +19,8 @@ pub struct Picture {
 /// Reads and decodes `path`, turned upright as its EXIF orientation says
 /// (rembg does the same).
 pub fn decode(path: &Path) -> Result<Picture, String> {
-    let reader = ImageReader::open(path)
-        .map_err(|e| e.to_string())?
-        .with_guessed_format()
-        .map_err(|e| e.to_string())?;
-    decode_upright(reader, None).map_err(|e| e.to_string())
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    decode_image(&bytes, None).map_err(|e| e.to_string())
 }
 
 /// Why bytes are not a picture the service takes.
@@ -62,19 +59,34 @@ impl std::fmt::Display for DecodeError {
 /// Decodes an image held in memory, refusing from its header alone one of
 /// more than `max_pixels` pixels.
 pub fn decode_bytes(bytes: &[u8], max_pixels: u64) -> Result<Picture, DecodeError> {
+    decode_image(bytes, Some(max_pixels))
+}
+
+/// How far from its end a JPEG's end-of-image marker may be (some cameras
+/// and editors pad after it).
+const JPEG_TAIL: usize = 4096;
+
+/// The JPEG decoder fills in what a truncated file lacks without a word:
+/// a file cut short (no end-of-image marker near its end) is refused.
+fn check_complete(format: image::ImageFormat, bytes: &[u8]) -> Result<(), DecodeError> {
+    let tail = &bytes[bytes.len().saturating_sub(JPEG_TAIL)..];
+    if format == image::ImageFormat::Jpeg && !tail.windows(2).any(|w| w == [0xff, 0xd9]) {
+        return Err(DecodeError::Corrupt(
+            "the JPEG is cut short (no end-of-image marker)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes by content (not by name), upright as its EXIF orientation
+/// says (rembg does the same), refusing more than `max_pixels` from the
+/// header.
+fn decode_image(bytes: &[u8], max_pixels: Option<u64>) -> Result<Picture, DecodeError> {
     let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(DecodeError::Format);
-    }
-    decode_upright(reader, Some(max_pixels))
-}
-
-fn decode_upright<R: std::io::BufRead + std::io::Seek>(
-    reader: ImageReader<R>,
-    max_pixels: Option<u64>,
-) -> Result<Picture, DecodeError> {
+    let format = reader.format().ok_or(DecodeError::Format)?;
+    check_complete(format, bytes)?;
     let mut decoder = reader.into_decoder().map_err(|e| match e {
         image::ImageError::Unsupported(_) => DecodeError::Format,
         e => DecodeError::Corrupt(e.to_string()),
