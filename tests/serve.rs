@@ -236,7 +236,12 @@ fn bad_requests_get_a_4xx_naming_the_cause_and_the_service_goes_on() {
         413,
         "30000x30000",
     );
-    expect("huge BMP", remove(a, "", &bmp_header_only(20_000, 20_000)), 413, "20000x20000");
+    expect(
+        "huge BMP",
+        remove(a, "", &bmp_header_only(20_000, 20_000)),
+        413,
+        "20000x20000",
+    );
     expect(
         "BMP beyond its decoder",
         remove(a, "", &bmp_header_only(100_000, 100_000)),
@@ -496,6 +501,38 @@ fn sigterm_lets_the_requests_in_flight_finish() {
         std::net::TcpStream::connect(a).is_err(),
         "no longer listening"
     );
+}
+
+/// A flat picture at `level`; with one white pixel when `spot`: the model
+/// sees a frame divided by its own maximum, so only then is it dark.
+fn plain_png(level: u8, spot: bool) -> Vec<u8> {
+    let mut img = image::RgbImage::from_pixel(64, 48, image::Rgb([level; 3]));
+    if spot {
+        img.put_pixel(0, 0, image::Rgb([255; 3]));
+    }
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .unwrap();
+    png
+}
+
+#[test]
+fn a_model_that_fails_at_run_time_fails_those_requests_and_the_service_goes_on() {
+    let dir = temp_dir("serve-run-fails");
+    let model = dir.join("bright-fails.onnx");
+    write_bright_fails_model(&model);
+    let server = Server::start(&["--model", model.to_str().unwrap(), "--provider", "cpu"]);
+    let (dark, bright) = (plain_png(10, true), plain_png(250, false));
+    for round in 0..2 {
+        let r = remove(server.addr, "", &bright);
+        assert_eq!(r.status, 500, "round {round}: {}", r.error());
+        assert!(r.error().contains("inference failed"), "{}", r.error());
+        // The next request gets a pipeline of its own again.
+        let r = remove(server.addr, "", &dark);
+        assert_eq!(decoded(&r).width(), 64, "round {round}");
+    }
+    assert_eq!(get(server.addr, "/healthz").status, 200);
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

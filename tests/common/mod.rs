@@ -582,3 +582,87 @@ pub fn print_peak_rss() {
         .to_string();
     println!("peak-rss-kib={hwm}");
 }
+
+/// A model whose run fails on bright frames only: the mean of its input
+/// (ImageNet-normalised, so negative for a dark frame), times 4, picks the
+/// input channel, which is out of range above 2.
+pub fn write_bright_fails_model(path: &Path) {
+    use onnx_rs::ast::*;
+    fn node(
+        op_type: OpType<'static>,
+        input: Vec<&'static str>,
+        output: &'static str,
+        attribute: Vec<Attribute<'static>>,
+    ) -> Node<'static> {
+        Node {
+            input,
+            output: vec![output],
+            name: output,
+            op_type,
+            attribute,
+            ..Default::default()
+        }
+    }
+    let int = |name: &'static str, i: i64| Attribute {
+        name,
+        r#type: AttributeType::Int,
+        i,
+        ..Default::default()
+    };
+    let model = Model {
+        ir_version: 8,
+        opset_import: vec![OperatorSetId {
+            domain: "",
+            version: 13,
+        }],
+        graph: Some(Graph {
+            name: "bright-fails",
+            node: vec![
+                node(
+                    OpType::ReduceMean,
+                    vec!["x"],
+                    "mean",
+                    vec![int("keepdims", 0)],
+                ),
+                node(OpType::Relu, vec!["mean"], "positive", vec![]),
+                node(
+                    OpType::Constant,
+                    vec![],
+                    "four",
+                    vec![Attribute {
+                        name: "value_float",
+                        r#type: AttributeType::Float,
+                        f: 4.0,
+                        ..Default::default()
+                    }],
+                ),
+                node(OpType::Mul, vec!["positive", "four"], "scaled", vec![]),
+                // 7: INT64.
+                node(OpType::Cast, vec!["scaled"], "channel", vec![int("to", 7)]),
+                node(
+                    OpType::Constant,
+                    vec![],
+                    "axis0",
+                    vec![Attribute {
+                        name: "value_ints",
+                        r#type: AttributeType::Ints,
+                        ints: vec![0],
+                        ..Default::default()
+                    }],
+                ),
+                node(OpType::Unsqueeze, vec!["channel", "axis0"], "index", vec![]),
+                node(
+                    OpType::Gather,
+                    vec!["x", "index"],
+                    "y",
+                    vec![int("axis", 1)],
+                ),
+            ],
+            input: vec![value_info("x", &[0, 3, 64, 64])],
+            output: vec![value_info("y", &[0, 1, 64, 64])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    std::fs::write(path, onnx_rs::encode(&model)).unwrap();
+}
