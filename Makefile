@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup setup-gpu setup-ray check-gpu-setup build models install install-gpu demo test test-python lint bench bench-live bench-shared bench-cli bench-ray rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu setup-ray check-gpu-setup build models install install-gpu demo test test-python lint bench bench-live bench-shared bench-cli bench-ray bench-serve rembg-venv rembg-masks clean
 
 all: build
 
@@ -117,6 +117,11 @@ bench-cli: build rembg-venv
 # (release build; not a test).
 bench-ray: build setup-ray
 	$(RAY_PY) bench/ray_bench.py
+
+# `u2netmatte serve` with 8 clients at once against the folder tool on the
+# same 64 photos, and the latency it adds to one photo (not a test).
+bench-serve: build
+	python3 bench/serve_bench.py
 
 rembg-venv:
 	test -x .deps/rembg-venv/bin/python || python3 -m venv .deps/rembg-venv
