@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup setup-gpu setup-ray check-gpu-setup build models install install-gpu demo test test-python lint bench bench-live bench-shared bench-cli bench-ray bench-serve rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu setup-ray setup-browser check-gpu-setup build models install install-gpu demo test test-python lint bench bench-live bench-shared bench-cli bench-ray bench-serve rembg-venv rembg-masks clean
 
 all: build
 
@@ -35,6 +35,12 @@ setup-gpu:
 RAY_PY := .deps/ray-venv/bin/python
 setup-ray: setup
 	scripts/setup.sh ray
+
+# The page's browser test (tests/serve_page.rs): Debian's chromium and
+# playwright-core (pinned with its hash in tests/page/package-lock.json,
+# npm ci into tests/page/node_modules); nothing is downloaded at test time.
+setup-browser:
+	scripts/setup.sh browser
 
 # Without a GPU: the element, given the CUDA build, preloads every CUDA
 # library from .deps and reaches the driver (a stub that has no kernels).
@@ -71,7 +77,7 @@ install-gpu: build setup-gpu
 demo: build
 	scripts/demo.sh
 
-test: setup setup-ray lint
+test: setup setup-ray setup-browser lint
 	$(CARGO) build --lib --examples
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc

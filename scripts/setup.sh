@@ -19,6 +19,9 @@
 #                            and in its cuda/ folder the CUDA 13 and cuDNN 9
 #                            libraries it loads (from NVIDIA's PyPI wheels),
 #                            each package only if the system lacks its libraries
+#   scripts/setup.sh browser Debian's chromium and playwright-core (pinned in
+#                            tests/page/package-lock.json, with npm ci into
+#                            tests/page/node_modules) for the page's browser test
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -396,10 +399,57 @@ setup_ray() {
   fi
 }
 
+# --- the page's browser test (make setup-browser) -------------------------
+# Debian's chromium, run headless by playwright-core from npm: no browser
+# download from Playwright's servers, and nothing fetched at test time.
+# playwright-core's exact version and integrity hash are in
+# tests/page/package-lock.json; npm ci installs exactly that, or fails.
+CHROMIUM=/usr/bin/chromium
+PAGE_TEST=$top/tests/page
+
+browser_ready() {
+  "$CHROMIUM" --version >/dev/null 2>&1
+}
+
+playwright_ready() {
+  local want have
+  want=$(node -e 'console.log(require(process.argv[1]).packages["node_modules/playwright-core"].version)' \
+    "$PAGE_TEST/package-lock.json" 2>/dev/null) || return 1
+  have=$(node -e 'console.log(require(process.argv[1]).version)' \
+    "$PAGE_TEST/node_modules/playwright-core/package.json" 2>/dev/null) || return 1
+  [ "$want" = "$have" ]
+}
+
+setup_browser() {
+  local installed=
+  if ! browser_ready; then
+    command -v apt-get >/dev/null || die "the page's test drives Debian's chromium ($CHROMIUM), and this is not a Debian/Ubuntu machine"
+    say "installing Debian's chromium"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium ||
+      { as_root apt-get update -q && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+    browser_ready || die "chromium installed but $CHROMIUM --version does not run"
+    installed=1
+  fi
+  # playwright-core 1.65 needs Node.js 20 (Debian 12's nodejs is 18).
+  local node_major
+  node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null) || node_major=0
+  [ "$node_major" -ge 20 ] && command -v npm >/dev/null ||
+    die "the page's test needs Node.js >= 20 with npm (found: $(node --version 2>/dev/null || echo none)); Debian 12's nodejs is 18: install Node.js 20 from nodejs.org or NodeSource"
+  if ! playwright_ready; then
+    say "installing playwright-core into $PAGE_TEST/node_modules (npm ci, pinned by tests/page/package-lock.json)"
+    # --ignore-scripts: playwright-core has no install script; nothing else runs.
+    (cd "$PAGE_TEST" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) ||
+      die "npm ci in $PAGE_TEST failed"
+    playwright_ready || die "npm ci did not install the playwright-core that tests/page/package-lock.json pins"
+    installed=1
+  fi
+  [ -z "$installed" ] || say "$("$CHROMIUM" --version 2>/dev/null), playwright-core $(node -e 'console.log(require(process.argv[1]).version)' "$PAGE_TEST/node_modules/playwright-core/package.json")"
+}
+
 steps=${*:-system toolchain ort openvino model photos clips}
 for step in $steps; do
   case $step in
-    system|toolchain|ort|openvino|model|photos|clips|gpu|ray) "setup_$step" ;;
-    *) die "unknown step '$step' (system, toolchain, ort, openvino, model, photos, clips, gpu, ray)" ;;
+    system|toolchain|ort|openvino|model|photos|clips|gpu|ray|browser) "setup_$step" ;;
+    *) die "unknown step '$step' (system, toolchain, ort, openvino, model, photos, clips, gpu, ray, browser)" ;;
   esac
 done
