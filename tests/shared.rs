@@ -479,3 +479,57 @@ fn four_shared_streams_take_the_memory_of_about_one() {
         "four shared streams: {four_shared} KiB, more than 1.5x one element's {one} KiB"
     );
 }
+
+#[test]
+fn stats_say_which_run_a_batch_was_and_all_of_its_frames() {
+    let _serial = serial();
+    let model = tiny_model("shared-stats");
+    let desc: Vec<String> = (0..3)
+        .map(|n| {
+            format!(
+                "videotestsrc num-buffers=12 pattern=ball ! video/x-raw,format=RGB,width=64,height=48 ! \
+                 u2netmatte name=m{n} model={model} shared-session=stats-runs batch-size=4 stats=true ! \
+                 fakesink"
+            )
+        })
+        .collect();
+    let pipeline = parse_pipeline(&desc.join("  "));
+    // (batch id) -> (run-frames as each element said, frames it had, element).
+    type Runs = std::collections::BTreeMap<u64, Vec<(u32, u32, String)>>;
+    let runs = std::sync::Arc::new(Mutex::new(Runs::new()));
+    let seen = std::sync::Arc::clone(&runs);
+    // Taken where posted: running the pipeline pops only its end.
+    pipeline.bus().unwrap().set_sync_handler(move |_, msg| {
+        if let Some(s) = msg.structure().filter(|s| s.name() == "u2netmatte-stats") {
+            let source = msg.src().map(|e| e.name().to_string()).unwrap_or_default();
+            seen.lock()
+                .unwrap()
+                .entry(s.get::<u64>("batch-id").unwrap())
+                .or_default()
+                .push((
+                    s.get::<u32>("run-frames").unwrap(),
+                    s.get::<u32>("frames").unwrap(),
+                    source,
+                ));
+        }
+        gst::BusSyncReply::Pass
+    });
+    run_pipeline(&pipeline, Duration::from_secs(60)).unwrap();
+    let runs = runs.lock().unwrap().clone();
+    pipeline.set_state(gst::State::Null).unwrap();
+    let mut total = 0;
+    let mut shared_runs = 0;
+    for (id, shares) in &runs {
+        let frames: u32 = shares.iter().map(|(_, f, _)| f).sum();
+        for (run_frames, _, _) in shares {
+            assert_eq!(*run_frames, frames, "run {id}: {shares:?}");
+        }
+        total += frames;
+        shared_runs += usize::from(shares.len() > 1);
+    }
+    assert_eq!(total, 36, "every frame in one run: {runs:?}");
+    assert!(
+        shared_runs > 0,
+        "three streams at once shared runs: {runs:?}"
+    );
+}

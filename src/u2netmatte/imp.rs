@@ -759,8 +759,9 @@ impl ObjectImpl for U2NetMatte {
                     .nick("Stats")
                     .blurb(
                         "Post an element message \"u2netmatte-stats\" after each batch: frames, \
-                         batch-id, run-frames (with a shared-session, every element's), batch-size, inference-ms, prepare-ms, compose-ms, frames-out, mask-age-ms, \
-                         mask-age-max-ms, provider",
+                         batch-id, run-frames (with a shared-session, every element's), \
+                         batch-size, inference-ms, prepare-ms, compose-ms, frames-out, \
+                         mask-age-ms, mask-age-max-ms, provider",
                     )
                     .default_value(DEFAULT_STATS)
                     .mutable_playing()
