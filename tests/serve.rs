@@ -352,9 +352,12 @@ fn bad_requests_get_a_4xx_naming_the_cause_and_the_service_goes_on() {
         png.len()
     )
     .unwrap();
-    for chunk in png.chunks(1000).take(6) {
+    // A part of the body, then nothing: within the 2 s, so that the
+    // service has read all that was sent when it gives up (a write after
+    // its answer would meet a closed socket).
+    for chunk in png.chunks(1000).take(3) {
         slow.write_all(chunk).unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(400));
     }
     let r = read_response(&mut slow).unwrap();
     expect("slow body", r, 408, "--body-timeout");
@@ -473,6 +476,68 @@ fn many_clients_at_once_get_their_own_images_in_shared_model_runs() {
     );
 }
 
+/// Waits (at most 30 s) until /healthz counts `count` requests in flight.
+fn wait_for_in_flight(addr: std::net::SocketAddr, count: u64) {
+    let started = Instant::now();
+    loop {
+        let health: serde_json::Value =
+            serde_json::from_slice(&get(addr, "/healthz").body).unwrap();
+        if health["in_flight"].as_u64() == Some(count) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never {count} in flight: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_request_given_up_on_keeps_its_place_until_its_frame_is_out() {
+    // A lone frame waits 3 s for its batch to fill: the request's 1 s
+    // runs out first.
+    let server = Server::start(&[
+        "--max-queue",
+        "1",
+        "--request-timeout",
+        "1",
+        "--batch-size",
+        "4",
+        "--batch-timeout",
+        "3000",
+    ]);
+    let a = server.addr;
+    let png = std::fs::read(photo("chelsea.png")).unwrap();
+    let started = Instant::now();
+    let r = remove(a, "", &png);
+    assert_eq!(r.status, 503, "{}", r.error());
+    assert!(
+        r.error()
+            .contains("not done within 1 s (--request-timeout)"),
+        "{}",
+        r.error()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    // Its frame is still in the element: the service is still full.
+    let r = remove(a, "", &png);
+    assert_eq!(r.status, 503, "{}", r.error());
+    assert!(r.error().contains("--max-queue"), "{}", r.error());
+    // Once the frame is out, the place is free again.
+    wait_for_in_flight(a, 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+    let health: serde_json::Value = serde_json::from_slice(&get(a, "/healthz").body).unwrap();
+    assert_eq!(health["in_flight"], 0);
+}
+
 #[test]
 fn sigterm_lets_the_requests_in_flight_finish() {
     let mut server = Server::start(&[]);
@@ -480,8 +545,8 @@ fn sigterm_lets_the_requests_in_flight_finish() {
     let png = std::fs::read(photo("astronaut.png")).unwrap();
     let answers = std::thread::scope(|s| {
         let clients: Vec<_> = (0..3).map(|_| s.spawn(|| remove(a, "", &png))).collect();
-        // In flight: read, decoding or in the model.
-        std::thread::sleep(Duration::from_millis(300));
+        // All three in flight (read, decoding or in the model) first.
+        wait_for_in_flight(a, 3);
         let code = server.terminate(Duration::from_secs(60));
         let answers: Vec<u16> = clients
             .into_iter()

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use gst::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
 use crate::codec::Picture;
 use crate::element;
@@ -34,9 +34,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A frame in the pipeline: where its output goes, and its request's
+/// place in the service (--max-queue), freed only when the frame is out:
+/// a request that gave up (timed out, client gone) still has its frame in
+/// the pipeline, and that frame still counts.
+struct Waiter {
+    tx: oneshot::Sender<Outcome>,
+    _slot: OwnedSemaphorePermit,
+}
+
 #[derive(Default)]
 struct Waiting {
-    by_id: HashMap<u64, oneshot::Sender<Outcome>>,
+    by_id: HashMap<u64, Waiter>,
     /// Set by an element error: the pipeline takes nothing more.
     broken: Option<String>,
 }
@@ -44,8 +53,8 @@ struct Waiting {
 impl Waiting {
     fn fail_all(&mut self, reason: &str) {
         self.broken.get_or_insert_with(|| reason.to_string());
-        for (_, tx) in self.by_id.drain() {
-            let _ = tx.send(Err(reason.to_string()));
+        for (_, waiter) in self.by_id.drain() {
+            let _ = waiter.tx.send(Err(reason.to_string()));
         }
     }
 }
@@ -96,10 +105,11 @@ impl Line {
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     let id = sample.buffer().map(|b| b.offset());
-                    let tx = id.and_then(|id| lock(&delivered).by_id.remove(&id));
-                    // None: the request has given up (timed out, or gone).
-                    if let Some(tx) = tx {
-                        let _ = tx.send(Ok(sample));
+                    let waiter = id.and_then(|id| lock(&delivered).by_id.remove(&id));
+                    // A send fails when the request has given up (timed
+                    // out, or its client gone); its slot is freed anyway.
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.tx.send(Ok(sample));
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -152,14 +162,24 @@ impl Line {
         lock(&self.waiting).broken.is_some()
     }
 
-    fn push(&self, id: u64, pic: Picture) -> Result<oneshot::Receiver<Outcome>, String> {
+    /// No frame of this pipeline is waiting for its output.
+    fn idle(&self) -> bool {
+        lock(&self.waiting).by_id.is_empty()
+    }
+
+    fn push(
+        &self,
+        id: u64,
+        pic: Picture,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<oneshot::Receiver<Outcome>, String> {
         let (tx, rx) = oneshot::channel();
         {
             let mut waiting = lock(&self.waiting);
             if let Some(reason) = &waiting.broken {
                 return Err(reason.clone());
             }
-            waiting.by_id.insert(id, tx);
+            waiting.by_id.insert(id, Waiter { tx, _slot: slot });
         }
         let info =
             gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgba, pic.width, pic.height)
@@ -186,10 +206,6 @@ impl Line {
         }
         Ok(rx)
     }
-
-    fn forget(&self, id: u64) {
-        lock(&self.waiting).by_id.remove(&id);
-    }
 }
 
 impl Drop for Line {
@@ -207,20 +223,6 @@ pub struct Bridge {
     /// The least recently asked for first.
     lines: Mutex<VecDeque<Arc<Line>>>,
     next_id: AtomicU64,
-}
-
-/// A request's frame on its way through the element.
-pub struct Ticket {
-    line: Arc<Line>,
-    id: u64,
-    pub output: oneshot::Receiver<Outcome>,
-}
-
-impl Ticket {
-    /// Tells the pipeline nobody waits for this output any more.
-    pub fn forget(&self) {
-        self.line.forget(self.id);
-    }
 }
 
 impl Bridge {
@@ -254,9 +256,12 @@ impl Bridge {
             Arc::clone(&self.on_batch),
         )?);
         lines.push_back(Arc::clone(&line));
-        if lines.len() > MOST_LINES {
-            // Requests still waiting on it hold it until they are answered.
-            lines.pop_front();
+        // Only an idle pipeline is let go: stopping one fails the frames in
+        // it. With none idle, more are kept until one is.
+        if lines.len() > MOST_LINES
+            && let Some(i) = lines.iter().position(|l| l.idle())
+        {
+            lines.remove(i);
         }
         Ok(line)
     }
@@ -267,13 +272,18 @@ impl Bridge {
         self.line(look).map(|_| ())
     }
 
-    /// Sends `pic` through the element as `look` says. Blocks while a new
-    /// pipeline starts.
-    pub fn submit(&self, pic: Picture, look: LookArgs) -> Result<Ticket, String> {
+    /// Sends `pic` through the element as `look` says; `slot` (the
+    /// request's place in the service) is held until the frame is out.
+    /// Blocks while a new pipeline starts.
+    pub fn submit(
+        &self,
+        pic: Picture,
+        look: LookArgs,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<oneshot::Receiver<Outcome>, String> {
         let line = self.line(look)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let output = line.push(id, pic)?;
-        Ok(Ticket { line, id, output })
+        line.push(id, pic, slot)
     }
 
     /// Stops every pipeline (requests still waiting get an error).

@@ -111,10 +111,26 @@ async fn remove_get(State(s): State<Arc<Service>>, request: Request) -> Response
 
 async fn remove(State(s): State<Arc<Service>>, request: Request) -> Response {
     let started = Instant::now();
-    let answer = match remove_background(&s, request, started).await {
-        Ok(image) => image,
-        Err(refusal) => refusal.into_response(),
-    };
+    // The whole request, from its arrival: reading, decoding, the model,
+    // encoding. A request given up on keeps its frame's place in the
+    // service until the frame is out of the pipeline (see bridge).
+    let deadline = tokio::time::Instant::from_std(started + s.request_timeout);
+    let answer =
+        match tokio::time::timeout_at(deadline, remove_background(&s, request, started)).await {
+            Ok(Ok(image)) => image,
+            Ok(Err(refusal)) => refusal.into_response(),
+            Err(_) => Refusal {
+                retry_after: Some(1),
+                ..Refusal::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "the image was not done within {} s (--request-timeout)",
+                        s.request_timeout.as_secs()
+                    ),
+                )
+            }
+            .into_response(),
+        };
     s.metrics
         .answered(answer.status().as_u16(), started.elapsed());
     answer
@@ -134,7 +150,7 @@ async fn remove_background(
     started: Instant,
 ) -> Result<Response, Refusal> {
     let asked = options::parse(&query_pairs(&request)?, s.defaults, &s.model_name).map_err(bad)?;
-    let Ok(_admitted) = Arc::clone(&s.admitted).try_acquire_owned() else {
+    let Ok(admitted) = Arc::clone(&s.admitted).try_acquire_owned() else {
         return Err(Refusal {
             retry_after: Some(1),
             ..Refusal::new(
@@ -147,7 +163,6 @@ async fn remove_background(
         });
     };
     let _queued = s.metrics.in_queue();
-    let deadline = tokio::time::Instant::from_std(started + s.request_timeout);
 
     let body_deadline = tokio::time::Instant::from_std(started + s.body_timeout);
     let bytes = tokio::time::timeout_at(body_deadline, image_bytes(request))
@@ -176,10 +191,10 @@ async fn remove_background(
         let pic = codec::decode_bytes(&bytes, service.max_pixels).map_err(refusal_for)?;
         drop(turn);
         let decoded = t.elapsed();
-        let ticket = service.bridge.submit(pic, look).map_err(|e| {
+        let output = service.bridge.submit(pic, look, admitted).map_err(|e| {
             Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model: {e}"))
         })?;
-        Ok::<_, Refusal>((ticket, decoded))
+        Ok::<_, Refusal>((output, decoded))
     })
     .await
     .map_err(|e| {
@@ -188,35 +203,22 @@ async fn remove_background(
             format!("decoding failed: {e}"),
         )
     })??;
-    let (mut ticket, decoded) = submitted;
+    let (output, decoded) = submitted;
 
     let in_model = Instant::now();
-    let sample = match tokio::time::timeout_at(deadline, &mut ticket.output).await {
-        Ok(Ok(Ok(sample))) => sample,
-        Ok(Ok(Err(reason))) => {
+    let sample = match output.await {
+        Ok(Ok(sample)) => sample,
+        Ok(Err(reason)) => {
             return Err(Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!("the model failed: {reason}"),
             ));
         }
-        Ok(Err(_)) => {
+        Err(_) => {
             return Err(Refusal::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the pipeline stopped before this image was done",
             ));
-        }
-        Err(_) => {
-            ticket.forget();
-            return Err(Refusal {
-                retry_after: Some(1),
-                ..Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "the image was not done within {} s (--request-timeout)",
-                        s.request_timeout.as_secs()
-                    ),
-                )
-            });
         }
     };
     let matted = in_model.elapsed();
