@@ -401,6 +401,94 @@ fn a_full_queue_answers_503_at_once_and_never_hangs() {
     );
 }
 
+#[test]
+fn slow_clients_hold_only_their_own_connections() {
+    use std::io::{Read, Write};
+    let server = Server::start(&["--max-queue", "1", "--body-timeout", "3"]);
+    let a = server.addr;
+    let png = std::fs::read(photo("chelsea.png")).unwrap();
+    let started = Instant::now();
+    // One client stops halfway through its headers, another halfway
+    // through its body.
+    let mut headers_half = std::net::TcpStream::connect(a).unwrap();
+    headers_half
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    headers_half
+        .write_all(b"POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Ty")
+        .unwrap();
+    let mut body_half = std::net::TcpStream::connect(a).unwrap();
+    body_half
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        body_half,
+        "POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        png.len()
+    )
+    .unwrap();
+    body_half.write_all(&png[..png.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The one place in the service is not theirs: a whole request gets it.
+    let r = remove(a, "", &png);
+    assert_eq!(r.status, 200, "{}", r.error());
+    assert_eq!(decoded(&r).width(), 451);
+
+    // Both are cut off after --body-timeout: the body with a 408, the
+    // headers by closing the connection (there is no request to answer).
+    let r = read_response(&mut body_half).unwrap();
+    assert_eq!(r.status, 408, "{}", r.error());
+    assert!(r.error().contains("--body-timeout"), "{}", r.error());
+    let mut rest = Vec::new();
+    match headers_half.read_to_end(&mut rest) {
+        Ok(_) => assert!(
+            !String::from_utf8_lossy(&rest).contains(" 200 "),
+            "{rest:?}"
+        ),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(15),
+        "the header-less connection was still open after {took:?}"
+    );
+    assert_eq!(get(a, "/healthz").status, 200);
+}
+
+#[test]
+fn a_new_look_waits_while_every_kept_pipeline_is_busy() {
+    // Frames wait 4 s for a batch of 32 that never fills: sixteen requests
+    // with sixteen thresholds hold sixteen pipelines that long.
+    let server = Server::start(&["--batch-size", "32", "--batch-timeout", "4000"]);
+    let a = server.addr;
+    let png = std::fs::read(photo("chelsea.png")).unwrap();
+    std::thread::scope(|s| {
+        let held: Vec<_> = (0..16)
+            .map(|i| {
+                let png = &png;
+                s.spawn(move || remove(a, &format!("?threshold=0.{:02}", i + 10), png))
+            })
+            .collect();
+        wait_for_health(a, "16 pipelines in use", |h| h["pipelines"]["in_use"] == 16);
+        let r = remove(a, "?threshold=0.90", &png);
+        assert_eq!(r.status, 503, "{}", r.error());
+        assert_eq!(r.header("retry-after"), Some("1"));
+        assert!(r.error().contains("16 different looks"), "{}", r.error());
+        // A look already kept is still served (in the same model run).
+        let r = remove(a, "?threshold=0.10", &png);
+        assert_eq!(r.status, 200, "{}", r.error());
+        for h in held {
+            let r = h.join().unwrap();
+            assert_eq!(r.status, 200, "{}", r.error());
+        }
+    });
+    // Once they are idle, the new look takes the place of one of them.
+    let r = remove(a, "?threshold=0.90", &png);
+    assert_eq!(r.status, 200, "{}", r.error());
+}
+
 /// The picture of request `i` in the load test: one of a few sizes.
 fn load_picture(i: usize) -> (u32, u32) {
     [(64, 48), (320, 240), (451, 300), (800, 600), (130, 400)][i % 5]
@@ -476,21 +564,32 @@ fn many_clients_at_once_get_their_own_images_in_shared_model_runs() {
     );
 }
 
-/// Waits (at most 30 s) until /healthz counts `count` requests in flight.
-fn wait_for_in_flight(addr: std::net::SocketAddr, count: u64) {
+/// Waits (at most 30 s) until /healthz says what `done` looks for.
+fn wait_for_health(
+    addr: std::net::SocketAddr,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) {
     let started = Instant::now();
     loop {
         let health: serde_json::Value =
             serde_json::from_slice(&get(addr, "/healthz").body).unwrap();
-        if health["in_flight"].as_u64() == Some(count) {
+        if done(&health) {
             return;
         }
         assert!(
             started.elapsed() < Duration::from_secs(30),
-            "never {count} in flight: {health}"
+            "never {what}: {health}"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Waits (at most 30 s) until /healthz counts `count` requests in flight.
+fn wait_for_in_flight(addr: std::net::SocketAddr, count: u64) {
+    wait_for_health(addr, &format!("{count} in flight"), |h| {
+        h["in_flight"].as_u64() == Some(count)
+    });
 }
 
 #[test]
@@ -622,6 +721,11 @@ fn the_service_describes_itself() {
     assert_eq!(
         (health["status"].as_str(), health["model"].as_str()),
         (Some("ok"), Some("u2netp"))
+    );
+    // The default look's pipeline, built at the start, idle.
+    assert_eq!(
+        health["pipelines"],
+        serde_json::json!({"kept": 1, "in_use": 0})
     );
     let api: serde_json::Value = serde_json::from_slice(&get(a, "/api/openapi.json").body).unwrap();
     assert_eq!(api["openapi"], "3.1.0");

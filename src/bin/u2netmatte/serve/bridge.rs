@@ -11,7 +11,7 @@
 //! that pipeline, and the next request builds it anew.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use gst::prelude::*;
@@ -27,7 +27,8 @@ pub type Outcome = Result<gst::Sample, String>;
 /// Called with (batch id, frames in the model run) once per model run.
 pub type OnBatch = Arc<dyn Fn(u64, u32) + Send + Sync>;
 
-/// Pipelines kept for looks not asked for lately are let go past this.
+/// Pipelines kept at most: past this, an idle one (the least recently
+/// asked for) is let go for a new look.
 const MOST_LINES: usize = 16;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -61,7 +62,6 @@ impl Waiting {
 
 /// One look's pipeline.
 struct Line {
-    look: LookArgs,
     pipeline: gst::Pipeline,
     src: gst_app::AppSrc,
     waiting: Arc<Mutex<Waiting>>,
@@ -122,10 +122,14 @@ impl Line {
         bus.set_sync_handler(move |_, msg| {
             match msg.view() {
                 gst::MessageView::Error(e) => {
-                    let mut reason = e.error().to_string();
-                    if let Some(debug) = e.debug().filter(|d| !d.is_empty()) {
-                        reason = format!("{reason} ({debug})");
-                    }
+                    // Clients get the error; its debug text (source
+                    // paths, internal names) goes to the service's log.
+                    let reason = e.error().to_string();
+                    let debug = e.debug().filter(|d| !d.is_empty());
+                    eprintln!(
+                        "u2netmatte serve: pipeline error: {reason}{}",
+                        debug.map(|d| format!(" ({d})")).unwrap_or_default()
+                    );
                     lock(&failed).fail_all(&reason);
                 }
                 gst::MessageView::Element(m) => {
@@ -150,7 +154,6 @@ impl Line {
             return Err(reason);
         }
         Ok(Self {
-            look,
             pipeline,
             src,
             waiting,
@@ -215,14 +218,50 @@ impl Drop for Line {
     }
 }
 
+/// Why a frame was not taken.
+#[derive(Debug)]
+pub enum Refused {
+    /// Try again shortly: the service is stopping, or has as many
+    /// pipelines as it keeps and none of them is idle.
+    Busy(String),
+    /// The pipeline could not be built, or failed.
+    Failed(String),
+}
+
+/// One look's place among the pipelines; its own lock is held while its
+/// pipeline is built, so that building one never holds up requests for
+/// another look.
+struct Slot {
+    look: LookArgs,
+    line: Mutex<Option<Arc<Line>>>,
+}
+
+impl Slot {
+    /// Nobody is building its pipeline, using it, or waiting on it. Called
+    /// under the bridge's lock, under which every other holder of the
+    /// slot took its reference.
+    fn unused(self: &Arc<Self>) -> bool {
+        if Arc::strong_count(self) > 1 {
+            return false;
+        }
+        match self.line.try_lock() {
+            Ok(line) => line
+                .as_ref()
+                .is_none_or(|l| Arc::strong_count(l) == 1 && l.idle()),
+            Err(_) => false,
+        }
+    }
+}
+
 /// Every pipeline of the service, by look.
 pub struct Bridge {
     model: ModelArgs,
     session: String,
     on_batch: OnBatch,
-    /// The least recently asked for first.
-    lines: Mutex<VecDeque<Arc<Line>>>,
+    /// The least recently asked for first; never more than MOST_LINES.
+    slots: Mutex<VecDeque<Arc<Slot>>>,
     next_id: AtomicU64,
+    stopped: AtomicBool,
 }
 
 impl Bridge {
@@ -232,44 +271,83 @@ impl Bridge {
             // Process-wide: shared sessions are found by name.
             session: format!("u2netmatte-serve-{}", std::process::id()),
             on_batch,
-            lines: Mutex::new(VecDeque::new()),
+            slots: Mutex::new(VecDeque::new()),
             next_id: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
         }
+    }
+
+    fn stopping() -> Refused {
+        Refused::Busy("the service is stopping".into())
+    }
+
+    /// The place for `look`, made when there is none. Every look costs a
+    /// pipeline and its threads, so their number is bounded: with
+    /// MOST_LINES in use, a new look waits for one to be idle (Busy).
+    fn slot(&self, look: LookArgs) -> Result<Arc<Slot>, Refused> {
+        let mut evicted = None;
+        let slot = {
+            let mut slots = lock(&self.slots);
+            if self.stopped.load(Ordering::SeqCst) {
+                return Err(Self::stopping());
+            }
+            let slot = match slots.iter().position(|s| s.look == look) {
+                Some(i) => slots.remove(i).expect("position is in the deque"),
+                None => {
+                    if slots.len() >= MOST_LINES {
+                        // Only an unused pipeline is let go: stopping one
+                        // fails the frames in it.
+                        let Some(i) = slots.iter().position(|s| s.unused()) else {
+                            return Err(Refused::Busy(format!(
+                                "{MOST_LINES} different looks (mode, threshold, feather, fill, \
+                                 blur) are in the service at once, the most it keeps; try \
+                                 again shortly"
+                            )));
+                        };
+                        evicted = slots.remove(i);
+                    }
+                    Arc::new(Slot {
+                        look,
+                        line: Mutex::new(None),
+                    })
+                }
+            };
+            slots.push_back(Arc::clone(&slot));
+            slot
+        };
+        // Its pipeline stops here, outside the lock: that waits for threads.
+        drop(evicted);
+        Ok(slot)
     }
 
     /// The pipeline for `look`, built (the model loaded, for the first)
     /// when there is none or the last one broke. Blocks: call it off the
     /// async threads.
-    fn line(&self, look: LookArgs) -> Result<Arc<Line>, String> {
-        let mut lines = lock(&self.lines);
-        if let Some(i) = lines.iter().position(|l| l.look == look) {
-            let line = lines.remove(i).expect("position is in the deque");
-            if !line.broken() {
-                lines.push_back(Arc::clone(&line));
-                return Ok(line);
-            }
+    fn line(&self, look: LookArgs) -> Result<Arc<Line>, Refused> {
+        let slot = self.slot(look)?;
+        let mut line = lock(&slot.line);
+        if let Some(l) = line.as_ref().filter(|l| !l.broken()) {
+            return Ok(Arc::clone(l));
         }
-        let line = Arc::new(Line::build(
-            &self.model,
-            look,
-            &self.session,
-            Arc::clone(&self.on_batch),
-        )?);
-        lines.push_back(Arc::clone(&line));
-        // Only an idle pipeline is let go: stopping one fails the frames in
-        // it. With none idle, more are kept until one is.
-        if lines.len() > MOST_LINES
-            && let Some(i) = lines.iter().position(|l| l.idle())
-        {
-            lines.remove(i);
+        // A broken pipeline stops before its replacement starts.
+        drop(line.take());
+        let built = Arc::new(
+            Line::build(&self.model, look, &self.session, Arc::clone(&self.on_batch))
+                .map_err(Refused::Failed)?,
+        );
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(Self::stopping());
         }
-        Ok(line)
+        *line = Some(Arc::clone(&built));
+        Ok(built)
     }
 
     /// Starts the pipeline for `look` now: a model that cannot load is
     /// found when the service starts, not by its first client.
     pub fn start(&self, look: LookArgs) -> Result<(), String> {
-        self.line(look).map(|_| ())
+        self.line(look).map(|_| ()).map_err(|e| match e {
+            Refused::Busy(m) | Refused::Failed(m) => m,
+        })
     }
 
     /// Sends `pic` through the element as `look` says; `slot` (the
@@ -280,14 +358,25 @@ impl Bridge {
         pic: Picture,
         look: LookArgs,
         slot: OwnedSemaphorePermit,
-    ) -> Result<oneshot::Receiver<Outcome>, String> {
+    ) -> Result<oneshot::Receiver<Outcome>, Refused> {
         let line = self.line(look)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        line.push(id, pic, slot)
+        line.push(id, pic, slot).map_err(Refused::Failed)
     }
 
-    /// Stops every pipeline (requests still waiting get an error).
+    /// The pipelines kept, and of those the ones in use (being built, or
+    /// with frames in them).
+    pub fn pipelines(&self) -> (usize, usize) {
+        let slots = lock(&self.slots);
+        let in_use = slots.iter().filter(|s| !s.unused()).count();
+        (slots.len(), in_use)
+    }
+
+    /// Stops every pipeline (requests still waiting get an error); a
+    /// request that comes later is refused rather than starting one.
     pub fn stop(&self) {
-        lock(&self.lines).clear();
+        self.stopped.store(true, Ordering::SeqCst);
+        let slots = std::mem::take(&mut *lock(&self.slots));
+        drop(slots);
     }
 }

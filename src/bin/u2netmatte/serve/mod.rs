@@ -4,13 +4,16 @@
 //!
 //! What a request costs is bounded: its body (--max-body-mb), its pixels
 //! (--max-megapixels, read from the header before decoding), the time its
-//! client takes to send it (--body-timeout) and the time it takes in all
-//! (--request-timeout); the requests in the service at once (--max-queue):
-//! one more gets 503 with Retry-After at once, never a wait without end.
-//! SIGTERM or Ctrl-C stops taking connections and lets those in flight
-//! finish.
+//! client takes to send its headers and then its body (--body-timeout) and
+//! the time it takes in all (--request-timeout); the connections open at
+//! once (--max-connections); the requests in the service at once, from
+//! their bodies read to their answers (--max-queue): one more gets 503 with
+//! Retry-After at once, never a wait without end. SIGTERM or Ctrl-C stops
+//! taking connections and lets those in flight finish, within
+//! --request-timeout.
 
 mod bridge;
+mod listen;
 mod metrics;
 mod options;
 mod page;
@@ -50,9 +53,13 @@ pub struct ServeArgs {
     /// Seconds a request may take from its arrival to its response.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub request_timeout: u64,
-    /// Seconds a client may take to send its request's body.
+    /// Seconds a client may take to send its request's headers, and again
+    /// its body.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub body_timeout: u64,
+    /// Connections open at once; past this, new ones wait to be accepted.
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// Threads decoding and encoding images (default: every core).
     #[arg(short, long)]
     pub jobs: Option<usize>,
@@ -67,7 +74,8 @@ pub struct ServeArgs {
 pub struct Service {
     bridge: Bridge,
     metrics: Arc<Metrics>,
-    /// One per request in the service (--max-queue).
+    /// One per request in the service (--max-queue), from its body read
+    /// to its response.
     admitted: Arc<Semaphore>,
     /// Decoding and encoding at once: no more than the cores, so that a
     /// burst does not slow every request down together.
@@ -161,14 +169,23 @@ pub fn main(args: &ServeArgs) -> ExitCode {
             .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         eprintln!("u2netmatte serve: listening on http://{bound}");
         let app = routes::router(Arc::clone(&service), body_limit);
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await;
-        match served {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: the service stopped: {e}");
-                ExitCode::from(2)
+        // Every request ends within --request-timeout; a connection open
+        // past that (a client not reading its answer) does not keep the
+        // process alive.
+        let grace = service.request_timeout + Duration::from_secs(5);
+        let limits = listen::Limits {
+            header_timeout: service.body_timeout,
+            max_connections: args.max_connections as usize,
+            grace,
+        };
+        match listen::serve(listener, app, limits, shutdown_signal()).await {
+            listen::Stopped::Cleanly => ExitCode::SUCCESS,
+            listen::Stopped::Overdue { open } => {
+                eprintln!(
+                    "error: {open} connections were still open {} s after the stop: closed",
+                    grace.as_secs()
+                );
+                ExitCode::from(1)
             }
         }
     });

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::Service;
+use super::bridge::Refused;
 use super::options;
 use super::page;
 use crate::Format;
@@ -65,11 +66,13 @@ pub fn router(service: Arc<Service>, body_limit: usize) -> Router {
 
 async fn health(State(s): State<Arc<Service>>) -> Response {
     let in_flight = s.max_queue - s.admitted.available_permits();
+    let (kept, in_use) = s.bridge.pipelines();
     axum::Json(serde_json::json!({
         "status": "ok",
         "model": s.model_name,
         "in_flight": in_flight,
         "max_queue": s.max_queue,
+        "pipelines": { "kept": kept, "in_use": in_use },
     }))
     .into_response()
 }
@@ -119,21 +122,23 @@ async fn remove(State(s): State<Arc<Service>>, request: Request) -> Response {
         match tokio::time::timeout_at(deadline, remove_background(&s, request, started)).await {
             Ok(Ok(image)) => image,
             Ok(Err(refusal)) => refusal.into_response(),
-            Err(_) => Refusal {
-                retry_after: Some(1),
-                ..Refusal::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!(
-                        "the image was not done within {} s (--request-timeout)",
-                        s.request_timeout.as_secs()
-                    ),
-                )
-            }
+            Err(_) => busy(format!(
+                "the image was not done within {} s (--request-timeout)",
+                s.request_timeout.as_secs()
+            ))
             .into_response(),
         };
     s.metrics
         .answered(answer.status().as_u16(), started.elapsed());
     answer
+}
+
+/// 503 with Retry-After: nothing wrong with the request, try it again.
+fn busy(message: String) -> Refusal {
+    Refusal {
+        retry_after: Some(1),
+        ..Refusal::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
 }
 
 fn bad(message: String) -> Refusal {
@@ -150,20 +155,9 @@ async fn remove_background(
     started: Instant,
 ) -> Result<Response, Refusal> {
     let asked = options::parse(&query_pairs(&request)?, s.defaults, &s.model_name).map_err(bad)?;
-    let Ok(admitted) = Arc::clone(&s.admitted).try_acquire_owned() else {
-        return Err(Refusal {
-            retry_after: Some(1),
-            ..Refusal::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the service is full: {} requests in flight (--max-queue); try again shortly",
-                    s.max_queue
-                ),
-            )
-        });
-    };
-    let _queued = s.metrics.in_queue();
-
+    // The body is read before the request takes a place in the service:
+    // clients slow to send theirs hold only their connections (bounded by
+    // --max-connections, one body each, and --body-timeout).
     let body_deadline = tokio::time::Instant::from_std(started + s.body_timeout);
     let bytes = tokio::time::timeout_at(body_deadline, image_bytes(request))
         .await
@@ -179,6 +173,13 @@ async fn remove_background(
     if bytes.is_empty() {
         return Err(bad("the request has no image: its body is empty".into()));
     }
+    let Ok(admitted) = Arc::clone(&s.admitted).try_acquire_owned() else {
+        return Err(busy(format!(
+            "the service is full: {} requests in flight (--max-queue); try again shortly",
+            s.max_queue
+        )));
+    };
+    let _queued = s.metrics.in_queue();
 
     let turn = Arc::clone(&s.codec_turns)
         .acquire_owned()
@@ -191,9 +192,15 @@ async fn remove_background(
         let pic = codec::decode_bytes(&bytes, service.max_pixels).map_err(refusal_for)?;
         drop(turn);
         let decoded = t.elapsed();
-        let output = service.bridge.submit(pic, look, admitted).map_err(|e| {
-            Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model: {e}"))
-        })?;
+        let output = service
+            .bridge
+            .submit(pic, look, admitted)
+            .map_err(|e| match e {
+                Refused::Busy(m) => busy(m),
+                Refused::Failed(m) => {
+                    Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model: {m}"))
+                }
+            })?;
         Ok::<_, Refusal>((output, decoded))
     })
     .await
