@@ -459,9 +459,9 @@ fn slow_clients_hold_only_their_own_connections() {
 
 #[test]
 fn a_new_look_waits_while_every_kept_pipeline_is_busy() {
-    // Frames wait 4 s for a batch of 32 that never fills: sixteen requests
-    // with sixteen thresholds hold sixteen pipelines that long.
-    let server = Server::start(&["--batch-size", "32", "--batch-timeout", "4000"]);
+    // Sixteen requests with sixteen thresholds hold sixteen pipelines: their
+    // frames wait for a batch of 17, which only the 17th frame fills.
+    let server = Server::start(&["--batch-size", "17", "--batch-timeout", "50000"]);
     let a = server.addr;
     let png = std::fs::read(photo("chelsea.png")).unwrap();
     std::thread::scope(|s| {
@@ -476,7 +476,8 @@ fn a_new_look_waits_while_every_kept_pipeline_is_busy() {
         assert_eq!(r.status, 503, "{}", r.error());
         assert_eq!(r.header("retry-after"), Some("1"));
         assert!(r.error().contains("16 different looks"), "{}", r.error());
-        // A look already kept is still served (in the same model run).
+        // A look already kept is still served: its frame is the 17th, and
+        // the batch runs.
         let r = remove(a, "?threshold=0.10", &png);
         assert_eq!(r.status, 200, "{}", r.error());
         for h in held {

@@ -326,6 +326,9 @@ impl Bridge {
     fn line(&self, look: LookArgs) -> Result<Arc<Line>, Refused> {
         let slot = self.slot(look)?;
         let mut line = lock(&slot.line);
+        if self.stopped.load(Ordering::SeqCst) {
+            return Err(Self::stopping());
+        }
         if let Some(l) = line.as_ref().filter(|l| !l.broken()) {
             return Ok(Arc::clone(l));
         }
@@ -361,7 +364,13 @@ impl Bridge {
     ) -> Result<oneshot::Receiver<Outcome>, Refused> {
         let line = self.line(look)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        line.push(id, pic, slot).map_err(Refused::Failed)
+        line.push(id, pic, slot).map_err(|reason| {
+            if self.stopped.load(Ordering::SeqCst) {
+                Self::stopping()
+            } else {
+                Refused::Failed(reason)
+            }
+        })
     }
 
     /// The pipelines kept, and of those the ones in use (being built, or

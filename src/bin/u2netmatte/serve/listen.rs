@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MPL-2.0
 //! Accepting connections: HTTP/1.1 on hyper, with what `axum::serve` leaves
-//! out: a time limit on a request's headers (a client trickling them would
+//! out: time limits on reading a request's headers and on writing to the
+//! client (a client trickling headers, or never reading its answer, would
 //! hold its connection for ever), a bound on the connections open at once,
 //! and a deadline on the graceful stop.
 
@@ -16,11 +17,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
 
 pub struct Limits {
-    /// From a connection's first byte (or its last answer) to the end of
-    /// the next request's headers.
+    /// From a connection's accept (or its last answer) to the end of the
+    /// next request's headers: also how long an idle keep-alive
+    /// connection stays open.
     pub header_timeout: Duration,
+    /// The longest a write to the client may wait for it to read.
+    pub write_timeout: Duration,
     /// Open connections; past this, the next waits in the listen backlog.
     pub max_connections: usize,
     /// After the stop, how long open connections may go on.
@@ -32,8 +37,9 @@ pub struct Limits {
 pub enum Stopped {
     /// Every connection finished after the stop.
     Cleanly,
-    /// Some were still open when the grace ran out.
-    Overdue { open: usize },
+    /// Some were still open when the grace ran out (they close when the
+    /// runtime does).
+    Overdue { still_open: usize },
 }
 
 /// Serves `app` on `listener` until `stop` completes, then stops listening
@@ -45,7 +51,8 @@ pub async fn serve(
     stop: impl Future<Output = ()>,
 ) -> Stopped {
     let graceful = GracefulShutdown::new();
-    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let places = limits.max_connections.max(1);
+    let open = Arc::new(Semaphore::new(places));
     let mut stop = pin!(stop);
     loop {
         let place = tokio::select! {
@@ -70,10 +77,15 @@ pub async fn serve(
         };
         // Answers are small writes after long waits: send them at once.
         let _ = socket.set_nodelay(true);
+        let mut socket = TimeoutStream::new(socket);
+        socket.set_write_timeout(Some(limits.write_timeout));
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(limits.header_timeout)
-            .serve_connection(TokioIo::new(socket), TowerToHyperService::new(app.clone()));
+            .serve_connection(
+                TokioIo::new(Box::pin(socket)),
+                TowerToHyperService::new(app.clone()),
+            );
         let watched = graceful.watch(connection);
         tokio::spawn(async move {
             // A client gone or too slow: nothing to answer.
@@ -82,9 +94,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let open = graceful.count();
     tokio::select! {
         () = graceful.shutdown() => Stopped::Cleanly,
-        () = tokio::time::sleep(limits.grace) => Stopped::Overdue { open },
+        () = tokio::time::sleep(limits.grace) => Stopped::Overdue {
+            still_open: places - open.available_permits(),
+        },
     }
 }

@@ -10,7 +10,7 @@
 //! their bodies read to their answers (--max-queue): one more gets 503 with
 //! Retry-After at once, never a wait without end. SIGTERM or Ctrl-C stops
 //! taking connections and lets those in flight finish, within
-//! --request-timeout.
+//! --body-timeout + --request-timeout.
 
 mod bridge;
 mod listen;
@@ -77,6 +77,8 @@ pub struct Service {
     /// One per request in the service (--max-queue), from its body read
     /// to its response.
     admitted: Arc<Semaphore>,
+    /// One per request sending its body (twice --max-queue).
+    reading: Arc<Semaphore>,
     /// Decoding and encoding at once: no more than the cores, so that a
     /// burst does not slow every request down together.
     codec_turns: Arc<Semaphore>,
@@ -103,6 +105,7 @@ impl Service {
             ),
             metrics,
             admitted: Arc::new(Semaphore::new(args.max_queue as usize)),
+            reading: Arc::new(Semaphore::new(2 * args.max_queue as usize)),
             codec_turns: Arc::new(Semaphore::new(jobs)),
             defaults: Asked {
                 look: args.look,
@@ -117,20 +120,28 @@ impl Service {
     }
 }
 
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+/// SIGTERM or SIGINT (Ctrl-C); the handlers are in place from the call,
+/// so that a signal right after the service says it listens is not lost.
+/// A second signal while the requests in flight finish ends at once.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
-    }
-    eprintln!("u2netmatte serve: stopping: finishing the requests in flight");
+        eprintln!("u2netmatte serve: stopping: finishing the requests in flight");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            eprintln!("u2netmatte serve: stopped at once (a second signal)");
+            std::process::exit(1);
+        });
+    })
 }
 
 pub fn main(args: &ServeArgs) -> ExitCode {
@@ -157,6 +168,13 @@ pub fn main(args: &ServeArgs) -> ExitCode {
     let body_limit = usize::try_from(args.max_body_mb * 1_000_000).unwrap_or(usize::MAX);
     let code = runtime.block_on(async {
         let address = format!("{}:{}", args.host, args.port);
+        let stop = match shutdown_signal() {
+            Ok(stop) => stop,
+            Err(e) => {
+                eprintln!("error: cannot take signals: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(&address).await {
             Ok(l) => l,
             Err(e) => {
@@ -169,20 +187,21 @@ pub fn main(args: &ServeArgs) -> ExitCode {
             .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         eprintln!("u2netmatte serve: listening on http://{bound}");
         let app = routes::router(Arc::clone(&service), body_limit);
-        // Every request ends within --request-timeout; a connection open
-        // past that (a client not reading its answer) does not keep the
-        // process alive.
-        let grace = service.request_timeout + Duration::from_secs(5);
+        // Every request ends within --body-timeout (its headers) plus
+        // --request-timeout (the rest); a connection open past that (a
+        // client not reading its answer) does not keep the process alive.
+        let grace = service.body_timeout + service.request_timeout + Duration::from_secs(5);
         let limits = listen::Limits {
             header_timeout: service.body_timeout,
+            write_timeout: service.body_timeout,
             max_connections: args.max_connections as usize,
             grace,
         };
-        match listen::serve(listener, app, limits, shutdown_signal()).await {
+        match listen::serve(listener, app, limits, stop).await {
             listen::Stopped::Cleanly => ExitCode::SUCCESS,
-            listen::Stopped::Overdue { open } => {
+            listen::Stopped::Overdue { still_open } => {
                 eprintln!(
-                    "error: {open} connections were still open {} s after the stop: closed",
+                    "error: {still_open} connections still open {} s after the stop: closing them",
                     grace.as_secs()
                 );
                 ExitCode::from(1)

@@ -141,6 +141,13 @@ fn busy(message: String) -> Refusal {
     }
 }
 
+fn full(s: &Service) -> Refusal {
+    busy(format!(
+        "the service is full: {} requests in flight (--max-queue); try again shortly",
+        s.max_queue
+    ))
+}
+
 fn bad(message: String) -> Refusal {
     Refusal::new(StatusCode::BAD_REQUEST, message)
 }
@@ -155,9 +162,21 @@ async fn remove_background(
     started: Instant,
 ) -> Result<Response, Refusal> {
     let asked = options::parse(&query_pairs(&request)?, s.defaults, &s.model_name).map_err(bad)?;
-    // The body is read before the request takes a place in the service:
-    // clients slow to send theirs hold only their connections (bounded by
-    // --max-connections, one body each, and --body-timeout).
+    // A full service says so before the client sends its body.
+    if s.admitted.available_permits() == 0 {
+        return Err(full(s));
+    }
+    // The body is read before the request takes a place in the service,
+    // under a bound of its own (twice --max-queue bodies at once): clients
+    // slow to send theirs fill that, not the places of requests ready for
+    // the model, and the bodies held at once stay bounded.
+    let Ok(reading) = Arc::clone(&s.reading).try_acquire_owned() else {
+        return Err(busy(format!(
+            "the service is full: {} requests are sending their bodies (twice --max-queue); \
+             try again shortly",
+            2 * s.max_queue
+        )));
+    };
     let body_deadline = tokio::time::Instant::from_std(started + s.body_timeout);
     let bytes = tokio::time::timeout_at(body_deadline, image_bytes(request))
         .await
@@ -170,14 +189,12 @@ async fn remove_background(
                 ),
             )
         })??;
+    drop(reading);
     if bytes.is_empty() {
         return Err(bad("the request has no image: its body is empty".into()));
     }
     let Ok(admitted) = Arc::clone(&s.admitted).try_acquire_owned() else {
-        return Err(busy(format!(
-            "the service is full: {} requests in flight (--max-queue); try again shortly",
-            s.max_queue
-        )));
+        return Err(full(s));
     };
     let _queued = s.metrics.in_queue();
 
