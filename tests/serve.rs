@@ -341,17 +341,8 @@ fn bad_requests_get_a_4xx_naming_the_cause_and_the_service_goes_on() {
 
     // A client that sends its body slowly is cut off after --body-timeout.
     let started = Instant::now();
-    let mut slow = std::net::TcpStream::connect(a).unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    let mut slow = post_head_only(a, png.len());
     use std::io::Write;
-    write!(
-        slow,
-        "POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        png.len()
-    )
-    .unwrap();
     // A part of the body, then nothing: within the 2 s, so that the
     // service has read all that was sent when it gives up (a write after
     // its answer would meet a closed socket).
@@ -417,17 +408,7 @@ fn slow_clients_hold_only_their_own_connections() {
     headers_half
         .write_all(b"POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Ty")
         .unwrap();
-    let mut body_half = std::net::TcpStream::connect(a).unwrap();
-    body_half
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        body_half,
-        "POST /api/remove HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
-        png.len()
-    )
-    .unwrap();
+    let mut body_half = post_head_only(a, png.len());
     body_half.write_all(&png[..png.len() / 2]).unwrap();
     std::thread::sleep(Duration::from_millis(300));
 

@@ -201,6 +201,23 @@ pub fn exchange(addr: SocketAddr, head: &str, body: &[u8]) -> std::io::Result<Re
     read_response(&mut stream)
 }
 
+/// Opens a connection and sends the headers of a raw-body POST of `length`
+/// bytes to /api/remove, and nothing more: the body is the caller's to
+/// send (or not).
+pub fn post_head_only(addr: SocketAddr, length: usize) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    write!(
+        stream,
+        "POST /api/remove HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("headers sent");
+    stream
+}
+
 pub fn get(addr: SocketAddr, path: &str) -> Response {
     exchange(addr, &format!("GET {path} HTTP/1.1"), b"").expect("GET answered")
 }
