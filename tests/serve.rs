@@ -417,11 +417,26 @@ fn slow_clients_hold_only_their_own_connections() {
     assert_eq!(r.status, 200, "{}", r.error());
     assert_eq!(decoded(&r).width(), 451);
 
-    // Both are cut off after --body-timeout: the body with a 408, the
+    // Bodies read at once are bounded too (twice --max-queue): with a
+    // second one stalled, the next request is refused at once.
+    let mut body_half_too = post_head_only(a, png.len());
+    body_half_too.write_all(&png[..100]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = remove(a, "", &png);
+    assert_eq!(r.status, 503, "{}", r.error());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert!(
+        r.error().contains("2 requests are sending their bodies"),
+        "{}",
+        r.error()
+    );
+
+    // They are cut off after --body-timeout: a body with a 408, the
     // headers by closing the connection (there is no request to answer).
     let r = read_response(&mut body_half).unwrap();
     assert_eq!(r.status, 408, "{}", r.error());
     assert!(r.error().contains("--body-timeout"), "{}", r.error());
+    assert_eq!(read_response(&mut body_half_too).unwrap().status, 408);
     let mut rest = Vec::new();
     match headers_half.read_to_end(&mut rest) {
         Ok(_) => assert!(
