@@ -4,10 +4,12 @@
 Same build, same photos (the five in .deps/photos, copied to 64 files), same
 model options, interleaved rounds, median of the rounds:
   - throughput: 8 clients at once posting the 64 photos (rembg's multipart
-    form) against the folder tool on the same 64 files; warm-up excluded for
-    both (the service answers 8 requests first; the folder tool's rate is
-    the difference of photos over the difference of wall times between a run
-    on 16 of them and a run on all 64);
+    form) against the folder tool on the same 64 files; warm-up and the
+    tail excluded the same way for both: the rate is the difference of
+    photos over the difference of wall times between a run on 16 of them
+    and a run on all 64 (the service also answers 8 requests first). The
+    CPU time per photo of the folder tool, the service and the benchmark's
+    own client (which shares the cores with the service) is printed beside;
   - latency: one photo at a time, 20 times: the client's time from sending
     the request to the last byte of the answer, less the element's own time
     (the service's Server-Timing `matte`: from the frame entering the
@@ -24,6 +26,7 @@ import argparse
 import http.client
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -54,6 +57,12 @@ def make_photos(folder: Path, count: int) -> list[Path]:
     return out
 
 
+def cpu_seconds(who: int) -> float:
+    """User + system CPU time so far of this process (RUSAGE_SELF) or its waited-for children."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def folder_tool(photos: list[Path], out: Path) -> float:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -61,10 +70,12 @@ def folder_tool(photos: list[Path], out: Path) -> float:
     return time.perf_counter() - started
 
 
-def folder_rate(photos: list[Path], tmp: Path) -> float:
+def folder_rate(photos: list[Path], tmp: Path) -> tuple[float, float]:
+    """Photos/s, and CPU seconds per photo (the whole run on all of them)."""
     small = folder_tool(photos[:SMALL], tmp / "small")
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN)
     full = folder_tool(photos, tmp / "full")
-    return (len(photos) - SMALL) / (full - small)
+    return (len(photos) - SMALL) / (full - small), (cpu_seconds(resource.RUSAGE_CHILDREN) - cpu) / len(photos)
 
 
 class Service:
@@ -104,7 +115,26 @@ class Service:
         }
         return took, parts
 
-    def rate(self, bodies: list[bytes], clients: int) -> float:
+    def cpu_seconds(self) -> float:
+        """The service process's user + system CPU time so far (/proc)."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rate(self, bodies: list[bytes], clients: int) -> tuple[float, float, float]:
+        """Photos/s as the folder tool's is measured (16 photos, then all), and
+        CPU seconds per photo of the service and of this client (all photos)."""
+        small = self.wall(bodies[:SMALL], clients)
+        service, client = self.cpu_seconds(), cpu_seconds(resource.RUSAGE_SELF)
+        full = self.wall(bodies, clients)
+        n = len(bodies)
+        return (
+            (n - SMALL) / (full - small),
+            (self.cpu_seconds() - service) / n,
+            (cpu_seconds(resource.RUSAGE_SELF) - client) / n,
+        )
+
+    def wall(self, bodies: list[bytes], clients: int) -> float:
+        """Seconds for `clients` threads to post all of `bodies`, each taking the next."""
         next_index = iter(range(len(bodies)))
         lock = threading.Lock()
 
@@ -122,7 +152,7 @@ class Service:
             t.start()
         for t in threads:
             t.join()
-        return len(bodies) / (time.perf_counter() - started)
+        return time.perf_counter() - started
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -143,11 +173,17 @@ def main() -> None:
         one = (CHECKOUT / ".deps" / "photos" / "chelsea.png").read_bytes()
         service = Service()
         try:
-            service.rate(bodies[:8], args.clients)  # warm-up
+            service.wall(bodies[:8], args.clients)  # warm-up
             folder, served, added, added_io, element = [], [], [], [], []
+            folder_cpu, service_cpu, client_cpu = [], [], []
             for r in range(args.rounds):
-                folder.append(folder_rate(photos, tmp))
-                served.append(service.rate(bodies, args.clients))
+                rate, cpu = folder_rate(photos, tmp)
+                folder.append(rate)
+                folder_cpu.append(cpu)
+                rate, cpu, client = service.rate(bodies, args.clients)
+                served.append(rate)
+                service_cpu.append(cpu)
+                client_cpu.append(client)
                 for _ in range(20):
                     took, parts = service.remove(one)
                     element.append(parts["matte"])
@@ -165,6 +201,9 @@ def main() -> None:
         print(f"  folder tool        {f:.2f} photos/s")
         print(f"  service, {args.clients} clients {s:.2f} photos/s  = {s / f:.2f}x the folder tool (target >= 0.9)")
         ms = lambda v: statistics.median(v) * 1000  # noqa: E731
+        print("CPU time per photo (user + system, all cores, median of the rounds):")
+        print(f"  folder tool {ms(folder_cpu):.0f} ms; service {ms(service_cpu):.0f} ms; ", end="")
+        print(f"the benchmark's client {ms(client_cpu):.0f} ms (on the same cores as the service)")
         print(f"latency of one photo (chelsea.png 451x300, median of {len(added)}):")
         print(f"  the element's own time (Server-Timing matte) {ms(element):.1f} ms")
         print(f"  added by the service (client time - matte)   {ms(added):.1f} ms (target <= 20)")
