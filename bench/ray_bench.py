@@ -10,6 +10,15 @@ of them, and its rate is the difference of photos over the difference of
 wall times, so that process start, actor start and model loading cancel
 out, for the job and the folder tool alike. Median of the rounds.
 
+A node of one CPU is one core: each worker node (its raylet, and the
+workers and actors it starts, which inherit it) is pinned to a core of its
+own with the scheduler's affinity, as a machine of one core would hold it,
+and the folder tool runs pinned to one core too. Without pinning, one actor
+or the folder tool would also use the other core for everything around the
+model (decoding, resizing, compositing, encoding), and "two nodes" would
+share the same two cores: that measures this machine, not scaling out.
+`--no-pin` measures that instead. The head and the driver are not pinned.
+
     .deps/ray-venv/bin/python bench/ray_bench.py [--photos 64] [--rounds 3]
 
 BENCH_BUILD_DIR picks the build (default target/release): its plugin and its
@@ -66,11 +75,25 @@ def count_outputs(out: Path) -> int:
     return sum(1 for p in out.rglob("*.png") if p.name != MANIFEST_NAME)
 
 
-def folder_tool(src: Path, out: Path, batch: int) -> float:
+def folder_tool(src: Path, out: Path, batch: int, core: int | None) -> float:
     tool = BUILD / "u2netmatte"
+    pin = None if core is None else (lambda: os.sched_setaffinity(0, {core}))
     start = time.monotonic()
-    subprocess.run([str(tool), str(src), "-o", str(out), "--threads", "1", "-b", str(batch)], check=True)
+    subprocess.run(
+        [str(tool), str(src), "-o", str(out), "--threads", "1", "-b", str(batch)], check=True, preexec_fn=pin
+    )
     return time.monotonic() - start
+
+
+def add_node_on(cluster: Cluster, core: int | None, store: int) -> None:
+    """A worker node of one CPU; pinned to `core` (its processes inherit the affinity) unless None."""
+    everything = os.sched_getaffinity(0)
+    if core is not None:
+        os.sched_setaffinity(0, {core})
+    try:
+        cluster.add_node(num_cpus=1, object_store_memory=store)
+    finally:
+        os.sched_setaffinity(0, everything)
 
 
 def ray_job(src: Path, out: Path, actors: int, batch: int) -> float:
@@ -86,7 +109,13 @@ def main() -> int:
     parser.add_argument("--photos", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="leave the nodes and the folder tool on every core"
+    )
     args = parser.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    pinned = not args.no_pin and len(cores) >= 2
+    node_cores = cores[:2] if pinned else [None, None]
     for name in ("libgstu2netmatte.so", "u2netmatte"):
         if not (BUILD / name).is_file():
             sys.exit(f"no {name} in {BUILD}: make build (or set BENCH_BUILD_DIR)")
@@ -104,14 +133,14 @@ def main() -> int:
         small.mkdir()
         for p in sorted(src.iterdir())[:SMALL]:
             shutil.copy(p, small / p.name)
-        for _ in range(2):
-            cluster.add_node(num_cpus=1, object_store_memory=store)
+        for core in node_cores:
+            add_node_on(cluster, core, store)
         cluster.wait_for_nodes()
         ray.init(address=cluster.address, logging_level="WARNING")
         ray.data.DataContext.get_current().enable_progress_bars = False
         n, b = args.photos, args.batch_size
         runs = {
-            "folder tool, --threads 1": lambda inp, out: folder_tool(inp, out, b),
+            "folder tool, --threads 1": lambda inp, out: folder_tool(inp, out, b, node_cores[1]),
             "Ray, one actor (threads 1)": lambda inp, out: ray_job(inp, out, 1, b),
             "Ray, two nodes x one actor (threads 1)": lambda inp, out: ray_job(inp, out, 2, b),
         }
@@ -135,7 +164,10 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in rates.items()}
     tool, one, two = (med[k] for k in runs)
-    print(f"\n{n} photos (640x480 to 960x540), batch {b}, build {BUILD}, median of {args.rounds} rounds")
+    where = f"each node and the folder tool pinned to one core ({node_cores})" if pinned else "nothing pinned"
+    print(
+        f"\n{n} photos (640x480 to 960x540), batch {b}, build {BUILD}, median of {args.rounds} rounds, {where}"
+    )
     print("| run | photos/s (warm) | wall s, all photos (start-up included) |")
     print("|---|---|---|")
     for k in runs:
