@@ -127,7 +127,7 @@ bench-ray: build setup-ray
 # `u2netmatte serve` with 8 clients at once against the folder tool on the
 # same 64 photos, and the latency it adds to one photo (not a test).
 bench-serve: build
-	python3 bench/serve_bench.py
+	python3 bench/serve_bench.py --rounds 5
 
 rembg-venv:
 	test -x .deps/rembg-venv/bin/python || python3 -m venv .deps/rembg-venv

@@ -166,7 +166,7 @@ def main() -> int:
     tool, one, two = (med[k] for k in runs)
     where = f"each node and the folder tool pinned to one core ({node_cores})" if pinned else "nothing pinned"
     print(
-        f"\n{n} photos (640x480 to 960x540), batch {b}, build {BUILD}, median of {args.rounds} rounds, {where}"
+        f"\n{n} photos (512x384 to 960x540), batch {b}, build {BUILD}, median of {args.rounds} rounds, {where}"
     )
     print("| run | photos/s (warm) | wall s, all photos (start-up included) |")
     print("|---|---|---|")

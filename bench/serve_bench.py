@@ -9,7 +9,9 @@ model options, interleaved rounds, median of the rounds:
     photos over the difference of wall times between a run on 16 of them
     and a run on all 64 (the service also answers 8 requests first). The
     CPU time per photo of the folder tool, the service and the benchmark's
-    own client (which shares the cores with the service) is printed beside;
+    own client (which shares the cores with the service) is printed beside:
+    the folder tool's over its whole run on the 64 (start-up included), the
+    service's and the client's over the 64 requests (the service warm);
   - latency: one photo at a time, 20 times: the client's time from sending
     the request to the last byte of the answer, less the element's own time
     (the service's Server-Timing `matte`: from the frame entering the

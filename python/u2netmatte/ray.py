@@ -172,7 +172,7 @@ def plan(inputs: Sequence[str], output: str, store: Store, skip_existing: bool =
     input.
     """
     # Local paths are made absolute here, on the driver: actors and write
-    # tasks run in other folders (and a folder must be at the same path on
+    # run in other folders (and a folder must be at the same path on
     # every node: a shared file system).
     inputs = [_absolute(root) for root in inputs]
     output = _absolute(output)
@@ -259,11 +259,12 @@ class FileMatte:
     written fails alone.
 
     The actor writes each output itself rather than handing the PNG to a
-    Datasink: Ray's write tasks take no CPU, so on a node whose CPUs the
-    actors hold Ray keeps no idle worker for them, and starts (and
-    imports Ray, numpy and Pillow in) a new worker process for nearly
-    every block: measured on one-CPU nodes, that took as much CPU as a
-    second actor. Written here, the PNG never crosses the object store.
+    Datasink: its write tasks (run with num_cpus=0) found no idle worker
+    on a node whose CPUs the actors hold (Ray keeps idle workers up to the
+    node's CPUs), so Ray started (and imported Ray, numpy and Pillow in) a
+    new worker process for nearly every block: measured on one-CPU nodes,
+    that took as much CPU as a second actor. Written here, the PNG never
+    crosses the object store.
     """
 
     def __init__(self, store: Store | None = None, **matte_args: Any) -> None:
@@ -305,7 +306,7 @@ class FileMatte:
             i = good[k]
             try:
                 put(self.store, outputs[i], _encode_png(out))
-            except OSError as e:
+            except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid (a bad S3 path) is a ValueError
                 errors[i] = f"cannot write: {e}"
         return {
             "input": np.array(inputs, dtype=object),
