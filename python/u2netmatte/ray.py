@@ -410,7 +410,8 @@ def run_job(
             num_cpus=threads,
             fn_constructor_kwargs={"store": store, **matte_args},
         )
-        # Streamed: the rows are small, and the driver holds no block.
+        # Streamed, block by block; the driver keeps every row (a few hundred
+        # bytes each) until the manifest is written, not the images.
         for block in ds.iter_batches(batch_size=None, batch_format="numpy"):
             rows.extend({k: str(block[k][j]) for k in MANIFEST_FIELDS} for j in range(len(block["input"])))
     manifest = write_manifest(output, store, rows + skipped)
