@@ -156,3 +156,18 @@ def test_outputs_keep_relative_names_as_the_folder_tool_names_clashes():
 
     names = output_names(["a.jpg", "a.png", "a.webp", "sub/a.png", "sub/b.tiff"])
     assert names == ["a.png", "a.png.png", "a.webp.png", "sub/a.png", "sub/b.png"]
+
+
+def test_an_output_that_cannot_be_written_fails_its_row_alone(cluster, tmp_path):
+    src, out = tmp_path / "in", tmp_path / "out"
+    make_photos(src / "sub", 1)
+    make_photos(src, 2)
+    out.mkdir()
+    (out / "sub").write_text("a file where the output's folder should be")
+    summary = run_job([str(src)], str(out), actors=2, threads=1, batch_size=1, mode="mask")
+    rows = {Path(r["input"]).relative_to(src).as_posix(): r for r in summary.rows}
+    assert rows["sub/photo000.png"]["status"] == "error"
+    assert rows["sub/photo000.png"]["error"].startswith("cannot write: "), rows["sub/photo000.png"]
+    assert [rows[f"photo00{i}.png"]["status"] for i in range(2)] == ["ok", "ok"]
+    assert (summary.written, summary.failed) == (2, 1)
+    assert sorted(p.name for p in out.glob("*.png")) == ["photo000.png", "photo001.png"]
