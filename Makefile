@@ -2,7 +2,7 @@
 CARGO ?= cargo
 ORT_LIB := .deps/onnxruntime/libonnxruntime.so.1.31.1
 
-.PHONY: all setup setup-gpu setup-ray setup-browser check-gpu-setup build models install install-gpu demo test test-python lint bench bench-live bench-shared bench-cli bench-ray bench-serve rembg-venv rembg-masks clean
+.PHONY: all setup setup-gpu setup-ray setup-browser check-gpu-setup build models install install-gpu demo test test-python lint bench bench-live bench-motion bench-shared bench-cli bench-ray bench-serve rembg-venv rembg-masks clean
 
 all: build
 
@@ -105,6 +105,12 @@ bench: setup rembg-venv
 bench-live: setup
 	$(CARGO) bench --bench live
 	LIVE_PROPS="precision=bf16" $(CARGO) bench --bench live
+
+# Borrowed masks moved with the picture on real clips (vtest.avi,
+# Megamind.avi): 1-IoU against each frame's own mask at mask ages 200-600
+# ms, as they are and moved, and the motion step's cost (not a test).
+bench-motion: setup
+	$(CARGO) bench --bench motion
 
 # Four streams with a session each or one shared session, beside one
 # element alone: throughput and peak RSS (not a test).

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod image_view;
 pub mod matte;
 pub mod model;
+pub mod motion;
 pub mod prep;
 pub mod priority;
 pub mod resample;

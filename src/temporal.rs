@@ -11,8 +11,18 @@
 //! where it moved by [`MOTION_LEVELS`] or more. A cut (most of the picture
 //! changed) starts afresh.
 //!
+//! With `follow_motion`, the last mask (and the last picture it is compared
+//! with) is first moved along with the picture's motion since
+//! ([`crate::motion`]): where something moved and the motion explains the
+//! new picture, the average goes on there too, following the subject,
+//! instead of starting afresh at each frame; only what the motion does not
+//! explain (something uncovered, a new shape) follows the new mask at once.
+//! A camera pan is then no cut either.
+//!
 //! It works at the model's size, on the frames the masks were computed from
 //! (blurred 3x3, so that noise does not count as motion).
+
+use crate::motion::MotionEstimator;
 
 /// A change of this many levels (0..255, in any of R, G, B of the blurred
 /// picture) or more counts as motion: the mask follows the new frame.
@@ -28,6 +38,13 @@ pub struct TemporalSmoother {
     height: u32,
     /// The blurred RGB of the frame the last mask came from.
     previous_rgb: Vec<u8>,
+    /// The same frame as it came (motion is estimated on it), when
+    /// following motion.
+    previous_raw: Vec<u8>,
+    motion: MotionEstimator,
+    /// The last mask and blurred picture, moved to the new frame.
+    moved_mask: Vec<f32>,
+    moved_rgb: Vec<u8>,
     /// The last smoothed mask, 0..255, kept in f32 so that repeated
     /// averaging does not round away small changes.
     previous_mask: Vec<f32>,
@@ -42,13 +59,23 @@ impl TemporalSmoother {
     /// Forgets the past: the next mask is taken as it is (flush, new caps).
     pub fn reset(&mut self) {
         self.previous_rgb.clear();
+        self.previous_raw.clear();
         self.previous_mask.clear();
     }
 
     /// Smooths `mask` (model size, `width` x `height`, u8) in place, given
     /// `rgb`, the frame it was computed from at the same size (packed RGB).
     /// `strength` in 0..1; 0 leaves the mask as it is and forgets the past.
-    pub fn smooth(&mut self, strength: f64, rgb: &[u8], mask: &mut [u8], width: u32, height: u32) {
+    /// `follow_motion`: the past is moved along with the picture first.
+    pub fn smooth(
+        &mut self,
+        strength: f64,
+        follow_motion: bool,
+        rgb: &[u8],
+        mask: &mut [u8],
+        width: u32,
+        height: u32,
+    ) {
         let pixels = width as usize * height as usize;
         if strength <= 0.0 || rgb.len() < 3 * pixels || mask.len() < pixels || pixels == 0 {
             self.reset();
@@ -59,8 +86,17 @@ impl TemporalSmoother {
         let same_size = (self.width, self.height) == (width, height)
             && self.previous_rgb.len() == 3 * pixels
             && self.previous_mask.len() == pixels;
-        if !same_size || self.moved_fraction() > CUT_FRACTION {
-            self.restart(mask, width, height);
+        if !same_size {
+            self.restart(rgb, follow_motion, mask, width, height);
+            return;
+        }
+        if follow_motion {
+            self.follow(rgb, width, height);
+        } else {
+            self.previous_raw.clear();
+        }
+        if self.moved_fraction() > CUT_FRACTION {
+            self.restart(rgb, follow_motion, mask, width, height);
             return;
         }
         for (((m, prev), now), before) in mask[..pixels]
@@ -76,6 +112,30 @@ impl TemporalSmoother {
             *m = smoothed.round().clamp(0.0, 255.0) as u8;
         }
         std::mem::swap(&mut self.previous_rgb, &mut self.blurred);
+        self.keep_raw(rgb, follow_motion, pixels);
+    }
+
+    /// Moves the last mask and picture along with the motion from the
+    /// last frame to `rgb`, where that frame is known.
+    fn follow(&mut self, rgb: &[u8], width: u32, height: u32) {
+        let Some(field) = self
+            .motion
+            .estimate(&self.previous_raw, rgb, width, height)
+            .filter(|f| !f.is_still())
+        else {
+            return;
+        };
+        field.warp_mask_f32(&self.previous_mask, &mut self.moved_mask);
+        field.warp_u8(&self.previous_rgb, 3, &mut self.moved_rgb);
+        std::mem::swap(&mut self.previous_mask, &mut self.moved_mask);
+        std::mem::swap(&mut self.previous_rgb, &mut self.moved_rgb);
+    }
+
+    fn keep_raw(&mut self, rgb: &[u8], follow_motion: bool, pixels: usize) {
+        self.previous_raw.clear();
+        if follow_motion {
+            self.previous_raw.extend_from_slice(&rgb[..3 * pixels]);
+        }
     }
 
     /// Share of pixels that moved between the last frame and the blurred
@@ -94,7 +154,7 @@ impl TemporalSmoother {
         moved as f32 / pixels as f32
     }
 
-    fn restart(&mut self, mask: &[u8], width: u32, height: u32) {
+    fn restart(&mut self, rgb: &[u8], follow_motion: bool, mask: &[u8], width: u32, height: u32) {
         let pixels = width as usize * height as usize;
         self.width = width;
         self.height = height;
@@ -102,6 +162,7 @@ impl TemporalSmoother {
         self.previous_mask
             .extend(mask[..pixels].iter().map(|&m| f32::from(m)));
         std::mem::swap(&mut self.previous_rgb, &mut self.blurred);
+        self.keep_raw(rgb, follow_motion, pixels);
     }
 }
 
@@ -162,7 +223,7 @@ mod tests {
         let mut s = TemporalSmoother::new();
         for v in [10u8, 200, 30] {
             let mut mask = vec![v; (W * H) as usize];
-            s.smooth(0.0, &flat(100), &mut mask, W, H);
+            s.smooth(0.0, false, &flat(100), &mut mask, W, H);
             assert!(mask.iter().all(|&m| m == v));
         }
     }
@@ -172,13 +233,13 @@ mod tests {
         let mut s = TemporalSmoother::new();
         let rgb = flat(100);
         let mut first = vec![100u8; (W * H) as usize];
-        s.smooth(0.8, &rgb, &mut first, W, H);
+        s.smooth(0.8, false, &rgb, &mut first, W, H);
         assert!(
             first.iter().all(|&m| m == 100),
             "the first mask is taken as it is"
         );
         let mut second = vec![200u8; (W * H) as usize];
-        s.smooth(0.8, &rgb, &mut second, W, H);
+        s.smooth(0.8, false, &rgb, &mut second, W, H);
         // 0.8 * 100 + 0.2 * 200
         assert!(second.iter().all(|&m| m == 120), "{:?}", &second[..4]);
     }
@@ -188,7 +249,7 @@ mod tests {
         let mut s = TemporalSmoother::new();
         let before = flat(100);
         let mut mask = vec![0u8; (W * H) as usize];
-        s.smooth(0.8, &before, &mut mask, W, H);
+        s.smooth(0.8, false, &before, &mut mask, W, H);
         // The left quarter changes by 60 levels, the rest stays.
         let mut after = before.clone();
         for y in 0..H as usize {
@@ -199,7 +260,7 @@ mod tests {
             }
         }
         let mut mask = vec![255u8; (W * H) as usize];
-        s.smooth(0.8, &after, &mut mask, W, H);
+        s.smooth(0.8, false, &after, &mut mask, W, H);
         let at = |x: usize, y: usize| mask[y * W as usize + x];
         assert_eq!(at(0, 3), 255, "moved: the new mask");
         assert_eq!(at(W as usize - 1, 3), 51, "still: 0.8 * 0 + 0.2 * 255");
@@ -209,13 +270,13 @@ mod tests {
     fn a_cut_and_a_new_size_start_afresh() {
         let mut s = TemporalSmoother::new();
         let mut mask = vec![0u8; (W * H) as usize];
-        s.smooth(0.8, &flat(20), &mut mask, W, H);
+        s.smooth(0.8, false, &flat(20), &mut mask, W, H);
         let mut mask = vec![250u8; (W * H) as usize];
-        s.smooth(0.8, &flat(220), &mut mask, W, H);
+        s.smooth(0.8, false, &flat(220), &mut mask, W, H);
         assert!(mask.iter().all(|&m| m == 250), "a cut: no smoothing");
 
         let mut small = vec![90u8; 4 * 4];
-        s.smooth(0.8, &[220u8; 3 * 16], &mut small, 4, 4);
+        s.smooth(0.8, false, &[220u8; 3 * 16], &mut small, 4, 4);
         assert!(small.iter().all(|&m| m == 90), "another size: no smoothing");
     }
 
@@ -224,10 +285,10 @@ mod tests {
         let mut s = TemporalSmoother::new();
         let rgb = flat(100);
         let mut mask = vec![0u8; (W * H) as usize];
-        s.smooth(0.8, &rgb, &mut mask, W, H);
+        s.smooth(0.8, false, &rgb, &mut mask, W, H);
         s.reset();
         let mut mask = vec![200u8; (W * H) as usize];
-        s.smooth(0.8, &rgb, &mut mask, W, H);
+        s.smooth(0.8, false, &rgb, &mut mask, W, H);
         assert!(mask.iter().all(|&m| m == 200));
     }
 

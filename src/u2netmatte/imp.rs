@@ -30,11 +30,12 @@ use gst::subclass::prelude::*;
 
 use super::frames::OutputPools;
 use super::sessions;
-use super::state::{Shared, StreamConfig};
+use super::state::{Shared, Smoothing, StreamConfig};
 use super::{U2NetMatteConvSearch, U2NetMatteMode, U2NetMattePrecision, U2NetMatteProvider, caps};
 use crate::engine::{Delivery, Engine, Policy};
 use crate::matte::Matter;
 use crate::model::{CudaOptions, Model, ModelOptions, ProviderUsed, names};
+use crate::motion::MotionEstimator;
 use crate::prep::{Normalization, Preparer};
 use crate::runtime;
 
@@ -72,6 +73,7 @@ const MAX_BATCH_TIMEOUT_MS: u32 = 60_000;
 const DEFAULT_STATS: bool = false;
 const DEFAULT_KEEP_UP: bool = true;
 const DEFAULT_TEMPORAL_SMOOTHING: f64 = 0.0;
+const DEFAULT_MOTION_COMPENSATION: bool = true;
 const DEFAULT_FEATHER: f64 = 0.0;
 const DEFAULT_BLUR_RADIUS: u32 = 12;
 const MAX_BLUR_RADIUS: u32 = 256;
@@ -100,6 +102,7 @@ pub(super) struct Settings {
     pub stats: bool,
     pub keep_up: bool,
     pub temporal_smoothing: f64,
+    pub motion_compensation: bool,
     pub feather: f64,
     pub blur_radius: u32,
     pub inference_size: u32,
@@ -126,6 +129,7 @@ impl Default for Settings {
             stats: DEFAULT_STATS,
             keep_up: DEFAULT_KEEP_UP,
             temporal_smoothing: DEFAULT_TEMPORAL_SMOOTHING,
+            motion_compensation: DEFAULT_MOTION_COMPENSATION,
             feather: DEFAULT_FEATHER,
             blur_radius: DEFAULT_BLUR_RADIUS,
             inference_size: DEFAULT_INFERENCE_SIZE,
@@ -183,6 +187,8 @@ pub struct U2NetMatte {
     pub(super) preparer: Mutex<Option<Preparer>>,
     /// The src pad task's: mask scaling and compositing.
     pub(super) matter: Mutex<Matter>,
+    /// The src pad task's: moving borrowed masks with the picture.
+    pub(super) motion: Mutex<MotionEstimator>,
     pub(super) pools: Mutex<OutputPools>,
 }
 
@@ -426,7 +432,13 @@ impl U2NetMatte {
             let (Some(shared), Some(obj)) = (weak.upgrade(), weak_obj.upgrade()) else {
                 return;
             };
-            let smoothing = lock(&obj.imp().settings).temporal_smoothing;
+            let smoothing = {
+                let settings = lock(&obj.imp().settings);
+                Smoothing {
+                    strength: settings.temporal_smoothing,
+                    follow_motion: settings.motion_compensation,
+                }
+            };
             let mut state = shared.lock();
             // provider=auto moved to the CPU after a failed run on CUDA.
             let moved = match state.config.as_mut() {
@@ -572,6 +584,7 @@ impl ObjectSubclass for U2NetMatte {
             loaded: Mutex::new(None),
             preparer: Mutex::new(None),
             matter: Mutex::new(Matter::new()),
+            motion: Mutex::new(MotionEstimator::new()),
             pools: Mutex::new(OutputPools::default()),
         }
     }
@@ -715,6 +728,16 @@ impl ObjectImpl for U2NetMatte {
                     .default_value(DEFAULT_TEMPORAL_SMOOTHING)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecBoolean::builder("motion-compensation")
+                    .nick("Motion compensation")
+                    .blurb(
+                        "Move a frame's borrowed mask (keep-up: an older frame's) and the running \
+                         average of temporal-smoothing along with the picture, by the motion \
+                         estimated between the two frames at the model's size. false: as they are",
+                    )
+                    .default_value(DEFAULT_MOTION_COMPENSATION)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecDouble::builder("feather")
                     .nick("Feather")
                     .blurb(
@@ -832,6 +855,9 @@ impl ObjectImpl for U2NetMatte {
             "temporal-smoothing" => {
                 s.temporal_smoothing = value.get().unwrap_or(DEFAULT_TEMPORAL_SMOOTHING)
             }
+            "motion-compensation" => {
+                s.motion_compensation = value.get().unwrap_or(DEFAULT_MOTION_COMPENSATION)
+            }
             "feather" => s.feather = value.get().unwrap_or(DEFAULT_FEATHER),
             "blur-radius" => s.blur_radius = value.get().unwrap_or(DEFAULT_BLUR_RADIUS),
             "inference-size" => s.inference_size = value.get().unwrap_or(DEFAULT_INFERENCE_SIZE),
@@ -866,6 +892,7 @@ impl ObjectImpl for U2NetMatte {
             "stats" => s.stats.to_value(),
             "keep-up" => s.keep_up.to_value(),
             "temporal-smoothing" => s.temporal_smoothing.to_value(),
+            "motion-compensation" => s.motion_compensation.to_value(),
             "feather" => s.feather.to_value(),
             "blur-radius" => s.blur_radius.to_value(),
             "inference-size" => s.inference_size.to_value(),

@@ -51,8 +51,11 @@ impl U2NetMatte {
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
         self.check_live();
         self.check_synced();
-        let smoothing = lock(&self.settings).temporal_smoothing;
-        let (config, client, in_info, out_info) = {
+        let (smoothing, follow_motion) = {
+            let settings = lock(&self.settings);
+            (settings.temporal_smoothing, settings.motion_compensation)
+        };
+        let (config, client, in_info, out_info, keeps_up) = {
             let mut state = self.shared.lock();
             // Hold upstream while two batches' worth of frames are in the
             // element (one running, one waiting), and while keeping up, the
@@ -82,8 +85,11 @@ impl U2NetMatte {
                 );
                 return Err(gst::FlowError::NotNegotiated);
             };
-            (config, client, in_info, out_info)
+            (config, client, in_info, out_info, state.keeps_up())
         };
+        // The frame at the model's size: what smoothing compares, and what
+        // a borrowed mask is moved to (keeping up).
+        let keep_small = smoothing > 0.0 || (keeps_up && follow_motion);
 
         let arrived = Instant::now();
         let pts = buffer.pts();
@@ -103,9 +109,7 @@ impl U2NetMatte {
                 &mut tensor,
                 output,
             )?;
-            if smoothing > 0.0
-                && let Some(layout) = super::caps::layout_of(in_info.format())
-            {
+            if keep_small && let Some(layout) = super::caps::layout_of(in_info.format()) {
                 preparer.small_rgb(layout, &mut small_rgb);
             }
             Ok(prepared)
@@ -119,6 +123,8 @@ impl U2NetMatte {
             }
         };
         let prepare_time = arrived.elapsed();
+        let small_rgb: Option<std::sync::Arc<[u8]>> =
+            (!small_rgb.is_empty()).then(|| small_rgb.into());
 
         let mut state = self.shared.lock();
         // A flush while preparing: this frame belongs to the old stream.
@@ -149,7 +155,7 @@ impl U2NetMatte {
             job,
             JobInfo {
                 pts,
-                small_rgb,
+                small_rgb: small_rgb.clone(),
                 caps_generation,
             },
         );
@@ -171,6 +177,8 @@ impl U2NetMatte {
             mask_age: Default::default(),
             own_mask: false,
             borrowed_from: None,
+            small_rgb,
+            lent_rgb: None,
             inference: Default::default(),
             batch: None,
             batch_started: None,

@@ -4,6 +4,7 @@
 //! downstream that blocks (a sink syncing to the clock) never stalls
 //! inference.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gst::glib;
@@ -18,7 +19,7 @@ use super::state::{BatchStats, Item, Next, PendingFrame};
 fn count_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
-use crate::engine::panic_message;
+use crate::engine::{Mask, panic_message};
 use crate::matte::Composite;
 
 impl U2NetMatte {
@@ -141,7 +142,7 @@ impl U2NetMatte {
             }
             None => return Err(gst::FlowError::Error),
         };
-        let (composite, post_stats) = {
+        let (composite, post_stats, follow_motion) = {
             let settings = lock(&self.settings);
             (
                 Composite {
@@ -151,12 +152,19 @@ impl U2NetMatte {
                     blur_radius: settings.blur_radius,
                 },
                 settings.stats,
+                settings.motion_compensation,
             )
         };
         let config = self.shared.lock().config.ok_or(gst::FlowError::Flushing)?;
         let mode = config.mode;
         super::allocation::decide_once(&self.srcpad, &self.pools, &frame.out_info);
         let started = Instant::now();
+        let (mask, motion_shift) = match (&frame.lent_rgb, &frame.small_rgb) {
+            (Some(from), Some(to)) if follow_motion => {
+                self.follow_motion(mask, from, to, &frame.out_info)
+            }
+            _ => (mask, 0.0),
+        };
         let output = frames::output_of(&self.pools, frame.buffer, &frame.out_info, mode).and_then(
             |mut output| {
                 frames::apply_mask(
@@ -189,6 +197,8 @@ impl U2NetMatte {
             stats.frames_out += 1;
             stats.mask_age_total += frame.mask_age;
             stats.mask_age_max = stats.mask_age_max.max(frame.mask_age);
+            stats.motion_shift_total += motion_shift;
+            stats.motion_shift_max = stats.motion_shift_max.max(motion_shift);
             // One message per batch: when its last frame leaves with its
             // own mask, or (keeping up) when a frame first leaves with a
             // mask borrowed from it.
@@ -198,6 +208,8 @@ impl U2NetMatte {
                 stats.frames_out = 0;
                 stats.mask_age_total = Duration::ZERO;
                 stats.mask_age_max = Duration::ZERO;
+                stats.motion_shift_total = 0.0;
+                stats.motion_shift_max = 0.0;
                 done
             };
             let restart = |stats: &mut BatchStats, share: crate::engine::BatchShare| {
@@ -208,6 +220,8 @@ impl U2NetMatte {
                     frames_out: stats.frames_out,
                     mask_age_total: stats.mask_age_total,
                     mask_age_max: stats.mask_age_max,
+                    motion_shift_total: stats.motion_shift_total,
+                    motion_shift_max: stats.motion_shift_max,
                     reported: stats.reported,
                     ..Default::default()
                 };
@@ -240,6 +254,43 @@ impl U2NetMatte {
         self.srcpad.push(output)
     }
 
+    /// Moves a mask borrowed from another frame (`from`, at the model's
+    /// size) along with the picture to this one (`to`). Returns the mask
+    /// to apply and how far it moved its subject, in output pixels. A mask
+    /// of another size than the small frames, or a still picture, is lent
+    /// as it is.
+    fn follow_motion(
+        &self,
+        mask: Arc<Mask>,
+        from: &[u8],
+        to: &[u8],
+        out_info: &gst_video::VideoInfo,
+    ) -> (Arc<Mask>, f64) {
+        let (w, h) = (mask.width, mask.height);
+        let mut estimator = lock(&self.motion);
+        let Some(field) = estimator.estimate(from, to, w, h) else {
+            return (mask, 0.0);
+        };
+        if field.is_still() {
+            return (mask, 0.0);
+        }
+        let mut data = Vec::new();
+        field.warp_mask(&mask.data, &mut data);
+        let scale = (
+            out_info.width() as f32 / w.max(1) as f32,
+            out_info.height() as f32 / h.max(1) as f32,
+        );
+        let shift = f64::from(field.mean_shift(&data, scale));
+        (
+            Arc::new(Mask {
+                data,
+                width: w,
+                height: h,
+            }),
+            shift,
+        )
+    }
+
     /// With `stats=true`, tells the application what a batch cost.
     ///
     /// Keeping up, a batch's frames may have left with older masks: the
@@ -253,6 +304,7 @@ impl U2NetMatte {
     ) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let mean_age = stats.mask_age_total / count_u32(stats.frames_out.max(1));
+        let mean_shift = stats.motion_shift_total / stats.frames_out.max(1) as f64;
         let s = gst::Structure::builder("u2netmatte-stats")
             .field("frames", count_u32(stats.frames))
             .field("batch-id", stats.id)
@@ -264,6 +316,8 @@ impl U2NetMatte {
             .field("frames-out", count_u32(stats.frames_out))
             .field("mask-age-ms", ms(mean_age))
             .field("mask-age-max-ms", ms(stats.mask_age_max))
+            .field("motion-shift-px", mean_shift)
+            .field("motion-shift-max-px", stats.motion_shift_max)
             .field("provider", provider.to_string())
             .build();
         let obj = self.obj();

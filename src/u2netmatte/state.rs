@@ -82,6 +82,11 @@ pub struct PendingFrame {
     pub own_mask: bool,
     /// The run whose mask it borrowed.
     pub borrowed_from: Option<RunFigures>,
+    /// The frame at the model's size (packed RGB), kept while keeping up
+    /// (or smoothing) so that a borrowed mask can be moved to it.
+    pub small_rgb: Option<Arc<[u8]>>,
+    /// The same of the frame whose mask it borrowed (of the same caps).
+    pub lent_rgb: Option<Arc<[u8]>>,
     pub inference: Duration,
     pub batch: Option<BatchShare>,
     pub batch_started: Option<Instant>,
@@ -112,6 +117,10 @@ pub struct BatchStats {
     pub frames_out: usize,
     pub mask_age_total: Duration,
     pub mask_age_max: Duration,
+    /// How far borrowed masks were moved (output pixels, each the mean
+    /// over the subject), added up over the frames out, and the most.
+    pub motion_shift_total: f64,
+    pub motion_shift_max: f64,
     /// The last batch a message was posted for.
     pub reported: Option<u64>,
 }
@@ -120,8 +129,9 @@ pub struct BatchStats {
 #[derive(Debug)]
 pub struct JobInfo {
     pub pts: Option<gst::ClockTime>,
-    /// The frame at the model's size (packed RGB), when smoothing.
-    pub small_rgb: Vec<u8>,
+    /// The frame at the model's size (packed RGB), when smoothing or
+    /// keeping up.
+    pub small_rgb: Option<Arc<[u8]>>,
     /// Caps changes so far: smoothing does not reach across one.
     pub caps_generation: u64,
 }
@@ -135,6 +145,17 @@ pub struct NewestMask {
     pub mask: Arc<Mask>,
     /// The run that made it.
     pub run: RunFigures,
+    /// Its frame at the model's size, if kept.
+    pub small_rgb: Option<Arc<[u8]>>,
+}
+
+/// How `temporal-smoothing` runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Smoothing {
+    /// The property: 0 is off.
+    pub strength: f64,
+    /// `motion-compensation`: the average follows the picture's motion.
+    pub follow_motion: bool,
 }
 
 /// A model run, for the stats of frames that borrow its mask.
@@ -398,6 +419,10 @@ impl State {
                     };
                     f.mask = Some(Ok(newest.mask));
                     f.borrowed_from = Some(newest.run);
+                    // Motion is only estimated within one scene.
+                    f.lent_rgb = newest
+                        .small_rgb
+                        .filter(|_| newest.caps_generation == f.caps_generation);
                 }
                 Leaves::Failing(error) => f.mask = Some(Err(error)),
             }
@@ -414,7 +439,7 @@ impl State {
     /// Takes a job's mask: smooths it over time (`smoothing`), keeps it as
     /// the newest, and hands it to its frame if the frame is still here.
     /// False if the job is unknown (flushed).
-    pub fn deliver(&mut self, delivery: crate::engine::Delivery, smoothing: f64) -> bool {
+    pub fn deliver(&mut self, delivery: crate::engine::Delivery, smoothing: Smoothing) -> bool {
         let Some(info) = self.jobs.remove(&delivery.job) else {
             return false;
         };
@@ -422,14 +447,21 @@ impl State {
             self.frame_time = Some(delivery.inference);
         }
         let result = delivery.result.map(|mut mask| {
-            if smoothing > 0.0 {
+            if smoothing.strength > 0.0 {
                 if info.caps_generation != self.smoothed_generation {
                     self.smoother.reset();
                     self.smoothed_generation = info.caps_generation;
                 }
                 let (w, h) = (mask.width, mask.height);
-                self.smoother
-                    .smooth(smoothing, &info.small_rgb, &mut mask.data, w, h);
+                let rgb = info.small_rgb.as_deref().unwrap_or_default();
+                self.smoother.smooth(
+                    smoothing.strength,
+                    smoothing.follow_motion,
+                    rgb,
+                    &mut mask.data,
+                    w,
+                    h,
+                );
             } else {
                 self.smoother.reset();
             }
@@ -452,6 +484,7 @@ impl State {
                     batch: delivery.batch,
                     inference: delivery.inference,
                 },
+                small_rgb: info.small_rgb.clone(),
             });
         }
         let frame = self.items.iter_mut().find_map(|item| match item {
@@ -575,12 +608,19 @@ mod tests {
             mask_age: Duration::ZERO,
             own_mask: false,
             borrowed_from: None,
+            small_rgb: None,
+            lent_rgb: None,
             inference: Duration::ZERO,
             batch: None,
             batch_started: None,
             mask_ready: None,
         }
     }
+
+    const OFF: Smoothing = Smoothing {
+        strength: 0.0,
+        follow_motion: true,
+    };
 
     fn delivery(job: JobId) -> crate::engine::Delivery {
         crate::engine::Delivery {
@@ -608,7 +648,7 @@ mod tests {
                 job,
                 JobInfo {
                     pts: f.pts,
-                    small_rgb: Vec::new(),
+                    small_rgb: None,
                     caps_generation: f.caps_generation,
                 },
             );
@@ -637,13 +677,13 @@ mod tests {
         queue(&mut s, frame(2, 40));
         assert!(matches!(s.pop_ready(now), Next::Ready(Item::Event(_))));
         // Frame 2's mask does not let it overtake frame 1.
-        assert!(s.deliver(delivery(2), 0.0));
+        assert!(s.deliver(delivery(2), OFF));
         assert!(matches!(s.pop_ready(now), Next::Wait));
-        assert!(s.deliver(delivery(1), 0.0));
+        assert!(s.deliver(delivery(1), OFF));
         assert_eq!(left(&mut s, now), (Some(1), 1, Duration::ZERO, true));
         assert_eq!(left(&mut s, now), (Some(2), 2, Duration::ZERO, true));
         assert_eq!(s.frames, 0);
-        assert!(!s.deliver(delivery(3), 0.0), "an unknown job is ignored");
+        assert!(!s.deliver(delivery(3), OFF), "an unknown job is ignored");
     }
 
     #[test]
@@ -661,7 +701,7 @@ mod tests {
         s.superseded(&[3]);
         // No mask at all yet: nothing to leave with, whatever the deadline.
         assert!(matches!(s.pop_ready(t0 + ms(400)), Next::Wait));
-        assert!(s.deliver(delivery(1), 0.0));
+        assert!(s.deliver(delivery(1), OFF));
         assert_eq!(left(&mut s, t0), (Some(1), 1, Duration::ZERO, true));
         // Frame 2 waits for its own mask until its deadline...
         assert!(matches!(s.pop_ready(t0), Next::WaitUntil(t) if t == t0 + ms(340)));
@@ -671,20 +711,20 @@ mod tests {
         assert_eq!(left(&mut s, t0 + ms(340)), (None, 1, ms(80), false));
         // Frame 2's mask, late, becomes the newest; frame 4 still waits for
         // its own until its deadline, then takes frame 2's.
-        assert!(s.deliver(delivery(2), 0.0));
+        assert!(s.deliver(delivery(2), OFF));
         assert!(matches!(s.pop_ready(t0 + ms(350)), Next::WaitUntil(_)));
         assert_eq!(left(&mut s, t0 + ms(420)), (Some(4), 2, ms(80), false));
         // A mask older than the newest does not replace it.
-        assert!(s.deliver(delivery(4), 0.0));
+        assert!(s.deliver(delivery(4), OFF));
         s.jobs.insert(
             1,
             JobInfo {
                 pts: None,
-                small_rgb: Vec::new(),
+                small_rgb: None,
                 caps_generation: 0,
             },
         );
-        assert!(s.deliver(delivery(1), 0.0));
+        assert!(s.deliver(delivery(1), OFF));
         assert_eq!(s.newest.as_ref().unwrap().job, 4);
     }
 
@@ -749,7 +789,7 @@ mod tests {
         let ms = Duration::from_millis;
         queue(&mut s, frame(1, 0));
         queue(&mut s, frame(2, 500));
-        assert!(s.deliver(delivery(1), 0.0));
+        assert!(s.deliver(delivery(1), OFF));
         assert_eq!(left(&mut s, origin), (Some(1), 1, Duration::ZERO, true));
         // Not PLAYING: no clock, so frame 2 waits for its own mask.
         assert!(matches!(s.pop_ready(origin + ms(900)), Next::Wait));
@@ -763,7 +803,7 @@ mod tests {
         s.synced = Some(false);
         s.clock_origin = Some(origin);
         queue(&mut s, frame(3, 0));
-        assert!(s.deliver(delivery(3), 0.0));
+        assert!(s.deliver(delivery(3), OFF));
         queue(&mut s, frame(4, 40));
         left(&mut s, origin);
         assert!(matches!(s.pop_ready(origin + ms(5000)), Next::Wait));
@@ -798,7 +838,7 @@ mod tests {
         let mut s = keeping_up(true);
         let t0 = Instant::now();
         queue(&mut s, frame(1, 0));
-        assert!(s.deliver(delivery(1), 0.0));
+        assert!(s.deliver(delivery(1), OFF));
         left(&mut s, t0);
         // New caps: frame 2 is due but waits for a mask of its own scene.
         let mut f = frame(2, 40);
@@ -812,7 +852,7 @@ mod tests {
         queue(&mut s, f);
         s.superseded(&[2]);
         assert!(matches!(s.pop_ready(t0), Next::Wait));
-        assert!(s.deliver(delivery(3), 0.0));
+        assert!(s.deliver(delivery(3), OFF));
         assert_eq!(
             left(&mut s, t0),
             (None, 3, Duration::from_millis(40), false)
@@ -848,7 +888,7 @@ mod tests {
         assert!(matches!(s.pop_ready(t0), Next::Wait));
         let mut failed = delivery(2);
         failed.result = Err(EngineError::Stopped);
-        assert!(s.deliver(failed, 0.0));
+        assert!(s.deliver(failed, OFF));
         for job in [None, Some(2)] {
             match s.pop_ready(t0) {
                 Next::Ready(Item::Frame(f)) => {

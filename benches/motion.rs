@@ -1,0 +1,293 @@
+// SPDX-License-Identifier: MPL-2.0
+//! `make bench-motion`: how well a borrowed mask, moved along with the
+//! picture, matches the frame's own mask, on real clips of people moving;
+//! and what moving it costs. Prints markdown tables. Not a test: the
+//! figures depend on the clip and the machine.
+//!
+//! Each clip is decoded at 640x480 and prepared as the element prepares it
+//! (Lanczos3 to the model's 320x320, `Preparer::small_rgb`: the small copy
+//! the element keeps). Those small frames go through the element
+//! (`mode=mask`, plain CPU fp32, not live: every frame its own mask), so
+//! the masks are the model's at its own size, exactly the masks the
+//! element lends and moves. For each mask age, frame t borrows frame
+//! t - age's mask: as it is, and moved by the motion from frame t - age to
+//! frame t (the element's own `MotionEstimator`). IoU is at 0.5, at the
+//! model's size, against frame t's own mask.
+//!
+//! Environment: MOTION_FRAMES (frames of each clip, default 200),
+//! MOTION_RUNS (timing runs, default 5), MOTION_CACHE (a folder to keep
+//! the model's masks in between runs), BENCH_TOP (the project folder).
+
+use std::time::Instant;
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+use gstu2netmatte::motion::MotionEstimator;
+use gstu2netmatte::prep::{Frame, Normalization, PixelLayout, Preparer};
+
+const MODEL_SIDE: u32 = 320;
+const AGES_MS: [u64; 5] = [200, 300, 400, 500, 600];
+
+fn top() -> String {
+    std::env::var("BENCH_TOP").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
+}
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The first `frames` of `clip` as packed RGB at 640x480, and its frame rate.
+fn decode(clip: &str, frames: usize) -> (Vec<Vec<u8>>, f64) {
+    let pipeline = gst::parse::launch(&format!(
+        "filesrc location={clip} ! decodebin ! identity eos-after={frames} ! videoconvert ! \
+         videoscale ! video/x-raw,format=RGB,width=640,height=480,pixel-aspect-ratio=1/1 ! \
+         appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let (mut out, mut fps) = (Vec::new(), 0.0);
+    while let Ok(sample) = sink.pull_sample() {
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        fps = f64::from(info.fps().numer()) / f64::from(info.fps().denom().max(1));
+        out.push(packed(sample.buffer().unwrap(), &info));
+    }
+    pipeline.set_state(gst::State::Null).unwrap();
+    (out, fps)
+}
+
+fn packed(buffer: &gst::BufferRef, info: &gst_video::VideoInfo) -> Vec<u8> {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).unwrap();
+    let row = info.width() as usize * info.format_info().pixel_stride()[0] as usize;
+    let stride = frame.plane_stride()[0] as usize;
+    frame
+        .plane_data(0)
+        .unwrap()
+        .chunks(stride)
+        .take(info.height() as usize)
+        .flat_map(|r| r[..row].to_vec())
+        .collect()
+}
+
+const RGB: PixelLayout = PixelLayout::RGB;
+
+/// `frame` (640x480 RGB) at the model's size, as the element keeps it.
+fn small(preparer: &mut Preparer, tensor: &mut [f32], frame: &[u8], out: &mut Vec<u8>) {
+    preparer
+        .prepare(
+            &Frame {
+                data: frame,
+                width: 640,
+                height: 480,
+                stride: 640 * 3,
+                layout: RGB,
+            },
+            tensor,
+        )
+        .unwrap();
+    preparer.small_rgb(RGB, out);
+}
+
+/// The element's own mask of each small frame (320x320 GRAY8).
+fn own_masks(small: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let pipeline = gst::parse::launch(&format!(
+        "appsrc name=src format=time caps=video/x-raw,format=RGB,width={MODEL_SIDE},height={MODEL_SIDE},framerate=10/1 ! \
+         u2netmatte mode=mask provider=cpu batch-size=4 ! appsink name=sink sync=false"
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let src = pipeline
+        .by_name("src")
+        .unwrap()
+        .downcast::<gst_app::AppSrc>()
+        .unwrap();
+    let sink = pipeline
+        .by_name("sink")
+        .unwrap()
+        .downcast::<gst_app::AppSink>()
+        .unwrap();
+    pipeline.set_state(gst::State::Playing).unwrap();
+    let frames = small.to_vec();
+    let pusher = std::thread::spawn(move || {
+        for (n, f) in frames.into_iter().enumerate() {
+            let mut b = gst::Buffer::from_mut_slice(f);
+            b.get_mut()
+                .unwrap()
+                .set_pts(gst::ClockTime::from_mseconds(100 * n as u64));
+            src.push_buffer(b).unwrap();
+        }
+        src.end_of_stream().unwrap();
+    });
+    let mut out = Vec::new();
+    while let Ok(sample) = sink.pull_sample() {
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        out.push(packed(sample.buffer().unwrap(), &info));
+    }
+    pusher.join().unwrap();
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert_eq!(out.len(), small.len());
+    out
+}
+
+/// [`own_masks`], kept in `MOTION_CACHE` (a folder) when it is set, under
+/// a hash of the small frames: tuning the motion step reruns in seconds
+/// instead of running the model again.
+fn cached_own_masks(clip: &str, small: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let Some(dir) = std::env::var_os("MOTION_CACHE") else {
+        return own_masks(small);
+    };
+    // FNV-1a over the frames: another decoder, scaler or frame count is
+    // another file.
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for byte in small.iter().flatten() {
+        hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let path = std::path::Path::new(&dir).join(format!("{clip}-{}-{hash:016x}.masks", small.len()));
+    let plane = (MODEL_SIDE * MODEL_SIDE) as usize;
+    if let Ok(bytes) = std::fs::read(&path)
+        && bytes.len() == plane * small.len()
+    {
+        return bytes.chunks_exact(plane).map(<[u8]>::to_vec).collect();
+    }
+    let masks = own_masks(small);
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(&path, masks.concat());
+    masks
+}
+
+fn iou(a: &[u8], b: &[u8]) -> Option<f64> {
+    let (mut inter, mut union) = (0u64, 0u64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (*x > 127, *y > 127);
+        inter += u64::from(x && y);
+        union += u64::from(x || y);
+    }
+    (union > 0).then(|| inter as f64 / union as f64)
+}
+
+/// Mean 1-IoU of frame t - `lag`'s mask against frame t's, as it is and
+/// moved; and the frames counted.
+fn errors(small: &[Vec<u8>], masks: &[Vec<u8>], lag: usize) -> (f64, f64, usize) {
+    let mut estimator = MotionEstimator::new();
+    let mut moved = Vec::new();
+    let (mut plain, mut compensated, mut count) = (0.0, 0.0, 0);
+    for t in lag..small.len() {
+        let Some(field) = estimator.estimate(&small[t - lag], &small[t], MODEL_SIDE, MODEL_SIDE)
+        else {
+            continue;
+        };
+        field.warp_mask(&masks[t - lag], &mut moved);
+        let (Some(a), Some(b)) = (iou(&masks[t - lag], &masks[t]), iou(&moved, &masks[t])) else {
+            continue;
+        };
+        plain += 1.0 - a;
+        compensated += 1.0 - b;
+        count += 1;
+    }
+    let n = count.max(1) as f64;
+    (plain / n, compensated / n, count)
+}
+
+/// Milliseconds a frame of the element's motion step (640x480 frames):
+/// keeping the small copy, estimating, moving the mask, its mean shift;
+/// the median over `runs` runs of the mean over the frames, at a lag of 3.
+fn timing(frames: &[Vec<u8>], small: &[Vec<u8>], masks: &[Vec<u8>], runs: usize) -> f64 {
+    let mut preparer = Preparer::new(MODEL_SIDE, MODEL_SIDE, Normalization::IMAGENET);
+    let mut tensor = vec![0f32; preparer.tensor_len()];
+    let mut estimator = MotionEstimator::new();
+    let (mut copy, mut moved) = (Vec::new(), Vec::new());
+    let scale = (640.0 / MODEL_SIDE as f32, 480.0 / MODEL_SIDE as f32);
+    let mut per_run: Vec<f64> = (0..runs)
+        .map(|_| {
+            let mut total = 0.0;
+            for t in 3..frames.len() {
+                // Preparing is done anyway; only the copy it hands over counts.
+                preparer
+                    .prepare(
+                        &Frame {
+                            data: &frames[t],
+                            width: 640,
+                            height: 480,
+                            stride: 640 * 3,
+                            layout: RGB,
+                        },
+                        &mut tensor,
+                    )
+                    .unwrap();
+                let start = Instant::now();
+                preparer.small_rgb(RGB, &mut copy);
+                let field = estimator
+                    .estimate(&small[t - 3], &copy, MODEL_SIDE, MODEL_SIDE)
+                    .unwrap();
+                field.warp_mask(&masks[t - 3], &mut moved);
+                std::hint::black_box(field.mean_shift(&moved, scale));
+                total += start.elapsed().as_secs_f64() * 1000.0;
+            }
+            total / (frames.len() - 3) as f64
+        })
+        .collect();
+    per_run.sort_by(|a, b| a.total_cmp(b));
+    per_run[per_run.len() / 2]
+}
+
+fn main() {
+    // `cargo test --all-targets` runs this binary too: only `cargo bench` measures.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    gst::init().unwrap();
+    gstu2netmatte::plugin_register_static().unwrap();
+    let frames = env_usize("MOTION_FRAMES", 200);
+    let runs = env_usize("MOTION_RUNS", 5);
+    println!(
+        "## Borrowed masks moved with the picture: U2NetP, plain CPU fp32 (provider=cpu), \
+         masks at 320x320, IoU at 0.5 against the frame's own mask\n"
+    );
+    println!(
+        "| clip | fps | mask age ms | frames | 1-IoU as it is | 1-IoU moved | error lower by |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    let mut timings = Vec::new();
+    for clip in ["vtest.avi", "Megamind.avi"] {
+        let path = format!("{}/.deps/clips/{clip}", top());
+        let (decoded, fps) = decode(&path, frames);
+        let mut preparer = Preparer::new(MODEL_SIDE, MODEL_SIDE, Normalization::IMAGENET);
+        let mut tensor = vec![0f32; preparer.tensor_len()];
+        let small: Vec<Vec<u8>> = decoded
+            .iter()
+            .map(|f| {
+                let mut out = Vec::new();
+                small(&mut preparer, &mut tensor, f, &mut out);
+                out
+            })
+            .collect();
+        let masks = cached_own_masks(clip, &small);
+        for age in AGES_MS {
+            let lag = ((age as f64 * fps / 1000.0).round() as usize).max(1);
+            let (plain, moved, count) = errors(&small, &masks, lag);
+            println!(
+                "| {clip} | {fps:.0} | {age} ({lag} frames) | {count} | {plain:.3} | {moved:.3} | {:.0} % |",
+                100.0 * (1.0 - moved / plain)
+            );
+        }
+        timings.push((clip, timing(&decoded, &small, &masks, runs)));
+    }
+    println!(
+        "\n## Cost of the motion step a frame, 640x480 frames (small copy, estimate, move, mean shift); median of {runs} runs\n"
+    );
+    println!("| clip | ms a frame |");
+    println!("|---|---|");
+    for (clip, ms) in timings {
+        println!("| {clip} | {ms:.2} |");
+    }
+}
