@@ -115,15 +115,6 @@ fn play(frames: &[Vec<u8>], props: &str, feed: Feed) -> Run {
         .downcast::<gst_app::AppSrc>()
         .unwrap();
     src.set_caps(Some(&caps));
-    let sink = sink_of(&pipeline);
-    let pulled = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        while let Ok(sample) = sink.pull_sample() {
-            let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-            out.push(packed_plane(&sample.buffer_owned().unwrap(), &info));
-        }
-        out
-    });
     // Every buffer made before the first is pushed: the burst is as quick
     // as the element takes it.
     let frame_time = 1_000_000_000 / FPS;
@@ -139,6 +130,16 @@ fn play(frames: &[Vec<u8>], props: &str, feed: Feed) -> Run {
         })
         .collect();
     pipeline.set_state(gst::State::Playing).unwrap();
+    // Pulled from once the sink has started (before, pulling fails at once).
+    let sink = sink_of(&pipeline);
+    let pulled = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while let Ok(sample) = sink.pull_sample() {
+            let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+            out.push(packed_plane(&sample.buffer_owned().unwrap(), &info));
+        }
+        out
+    });
     for buffer in buffers {
         src.push_buffer(buffer).unwrap();
     }
@@ -173,22 +174,26 @@ fn play(frames: &[Vec<u8>], props: &str, feed: Feed) -> Run {
     Run { masks, stats }
 }
 
-/// The mask's leading edges, the disc moving right and down: the last
-/// column and row with a pixel above half. (Behind the disc, the sliver it
-/// uncovered was never seen, and partly keeps the old mask.)
-fn leading_edge(mask: &[u8]) -> (f64, f64) {
-    let (mut x, mut y) = (0, 0);
+/// A mask's edges: the first and the last column and row with a pixel
+/// above half, as (left, top, right, bottom).
+fn edges(mask: &[u8]) -> [f64; 4] {
+    let side = SIDE as usize;
+    let (mut e, mut any) = ([side, side, 0, 0], false);
     for (i, _) in mask.iter().enumerate().filter(|(_, m)| **m > 127) {
-        x = x.max(i % SIDE as usize);
-        y = y.max(i / SIDE as usize);
+        let (x, y) = (i % side, i / side);
+        e = [e[0].min(x), e[1].min(y), e[2].max(x), e[3].max(y)];
+        any = true;
     }
-    assert!(x > 0 && y > 0, "an empty mask");
-    (x as f64, y as f64)
+    assert!(any, "an empty mask");
+    e.map(|v| v as f64)
 }
 
-/// Per frame: how far its mask's leading edges are from those of its own
-/// mask (the most on either axis), for the frames that left with another
-/// frame's mask.
+/// Per frame that left with another frame's mask: how far the edges of
+/// its mask on the side the disc moved to are from those of its own mask
+/// (the most on either axis). The lent frame may be earlier (the disc
+/// moved right and down since) or later (up and left): the front is the
+/// nearer of the two sides. Behind the disc is what it uncovered, never
+/// seen in the lent frame, where the old mask may stay.
 fn borrowed_offsets(run: &Run, own: &[Vec<u8>]) -> Vec<(usize, f64)> {
     run.masks
         .iter()
@@ -196,8 +201,9 @@ fn borrowed_offsets(run: &Run, own: &[Vec<u8>]) -> Vec<(usize, f64)> {
         .enumerate()
         .filter(|(_, (got, own))| got != own)
         .map(|(n, (got, own))| {
-            let (a, b) = (leading_edge(got), leading_edge(own));
-            (n, (a.0 - b.0).abs().max((a.1 - b.1).abs()))
+            let (a, b) = (edges(got), edges(own));
+            let off = |i: usize, j: usize| (a[i] - b[i]).abs().max((a[j] - b[j]).abs());
+            (n, off(2, 3).min(off(0, 1)))
         })
         .collect()
 }
@@ -209,9 +215,10 @@ fn a_borrowed_mask_lands_where_the_subject_moved() {
     let frames: Vec<Vec<u8>> = (0..FRAMES).map(|n| moving(n, velocity)).collect();
     let own = play(&frames, "", Feed::OwnMasks).masks;
     // The model finds the disc: its own masks follow it exactly.
-    let (c0, c1) = (leading_edge(&own[0]), leading_edge(&own[10]));
+    let (c0, c1) = (edges(&own[0]), edges(&own[10]));
+    let moved_by = [20.0, 10.0, 20.0, 10.0];
     assert!(
-        ((c1.0 - c0.0) - 20.0).abs() <= 1.0 && ((c1.1 - c0.1) - 10.0).abs() <= 1.0,
+        (0..4).all(|i| ((c1[i] - c0[i]) - moved_by[i]).abs() <= 1.0),
         "own masks' edges {c0:?} -> {c1:?}"
     );
 
@@ -230,12 +237,15 @@ fn a_borrowed_mask_lands_where_the_subject_moved() {
         );
     }
     // Each borrowed mask moved by as far as the subject went in its age:
-    // 2.24 px a frame of 33.3 ms.
+    // 2.24 px a frame of 33.3 ms. The mean is over the moved mask, and
+    // the sliver the disc uncovered that keeps the old mask stands still:
+    // up to 5 % less, and a pixel.
     let speed = velocity.0.hypot(velocity.1) * FPS as f64 / 1000.0;
     assert!(!moved.stats.is_empty(), "no stats of borrowed frames");
     for &(age, shift, max) in &moved.stats {
+        let expected = speed * age;
         assert!(
-            (shift - speed * age).abs() <= 1.0 && max >= shift,
+            shift <= expected + 1.0 && shift >= 0.95 * expected - 1.0 && max >= shift,
             "mean age {age:.0} ms: mean shift {shift:.2} px (max {max:.2}), expected {:.2}",
             speed * age
         );
