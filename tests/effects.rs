@@ -108,9 +108,14 @@ fn smoothing_damps_still_parts_and_follows_moving_ones() {
     let (a, b) = (ramp_frame(8, 0), ramp_frame(40, 4));
     let own_a = masks(&model, &[], &[(&a, 64)], None).remove(0);
     let own_b = masks(&model, &[], &[(&b, 64)], None).remove(0);
+    // Without motion compensation: the average does not follow the patch,
+    // it starts afresh where the picture changed.
     let smoothed = masks(
         &model,
-        &[("temporal-smoothing", 0.8.to_value())],
+        &[
+            ("temporal-smoothing", 0.8.to_value()),
+            ("motion-compensation", false.to_value()),
+        ],
         &[(&a, 64), (&b, 64)],
         None,
     );

@@ -163,7 +163,18 @@ impl U2NetMatte {
             (Some(from), Some(to)) if follow_motion => {
                 self.follow_motion(mask, from, to, &frame.out_info)
             }
-            _ => (mask, 0.0),
+            (lent, own) => {
+                if follow_motion && frame.borrowed_from.is_some() {
+                    gst::log!(
+                        CAT,
+                        imp = self,
+                        "borrowed mask left unmoved: small copy of its frame {}, of this one {}",
+                        lent.is_some(),
+                        own.is_some()
+                    );
+                }
+                (mask, 0.0)
+            }
         };
         let output = frames::output_of(&self.pools, frame.buffer, &frame.out_info, mode).and_then(
             |mut output| {
