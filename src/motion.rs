@@ -91,6 +91,8 @@ pub struct Field {
     /// Scratch: per pixel of `from`, the best (cost, pixel of `to`) whose
     /// vector leads there.
     claims: Vec<(u32, u32)>,
+    /// Scratch of [`open_region`].
+    marks: Vec<u8>,
     /// No vector is non-zero: moving by it is a copy.
     still: bool,
 }
@@ -786,7 +788,45 @@ fn find_disoccluded(field: &mut Field) {
             field.disoccluded.push(i as u32);
         }
     }
+    open_region(&mut field.disoccluded, &mut field.marks, w, h);
 }
+
+/// Of the pixels `disoccluded` (indices), a region wider than a speck is
+/// what a subject uncovered; a lone pixel or a thin line is more often a
+/// part of the subject that changed (a mouth, hair, light) and matched
+/// poorly: it keeps its vector. A morphological opening: the pixels with
+/// at least [`REGION_NEIGHBOURS`] of their 8 neighbours also marked, and
+/// the marked pixels beside them (so that a region keeps its border).
+/// On Megamind.avi this made the moved masks' error 3-4 points lower than
+/// taking every marked pixel.
+fn open_region(disoccluded: &mut Vec<u32>, marks: &mut Vec<u8>, w: usize, h: usize) {
+    const MARKED: u8 = 1;
+    const CORE: u8 = 2;
+    marks.clear();
+    marks.resize(w * h, 0);
+    for &i in disoccluded.iter() {
+        marks[i as usize] = MARKED;
+    }
+    let around = |i: usize| {
+        let (x, y) = (i % w, i / w);
+        (y.saturating_sub(1)..(y + 2).min(h))
+            .flat_map(move |ny| (x.saturating_sub(1)..(x + 2).min(w)).map(move |nx| ny * w + nx))
+            .filter(move |&j| j != i)
+    };
+    for &i in disoccluded.iter() {
+        let i = i as usize;
+        if around(i).filter(|&j| marks[j] != 0).count() >= REGION_NEIGHBOURS {
+            marks[i] |= CORE;
+        }
+    }
+    disoccluded.retain(|&i| {
+        let i = i as usize;
+        marks[i] & CORE != 0 || around(i).any(|j| marks[j] & CORE != 0)
+    });
+}
+
+/// See [`open_region`].
+const REGION_NEIGHBOURS: usize = 7;
 
 fn same_motion(a: [f32; 2], b: [f32; 2]) -> bool {
     (a[0] - b[0]).abs() < SAME_MOTION && (a[1] - b[1]).abs() < SAME_MOTION
@@ -908,11 +948,13 @@ mod tests {
         /// How many pixels of the sliver the disc uncovered (moved by
         /// `shift`) may keep the old mask: where hue alone tells the disc
         /// from the background, luma matching cannot always tell what was
-        /// uncovered (measured: 25 of ~360 at 3 px, 208 of ~3100 at 26 px).
+        /// uncovered, and a sliver a few pixels wide is too thin for
+        /// [`open_region`] to take it for one (measured: 51 of ~270 at
+        /// 3 px, 186 of ~1300 at 14 px).
         fn uncovered_allowed(self, shift: f32) -> usize {
             match self {
                 Look::Lit => 8,
-                Look::SameLuma => (12.0 * shift) as usize,
+                Look::SameLuma => (17.0 * shift) as usize,
             }
         }
 
