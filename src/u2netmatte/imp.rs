@@ -428,7 +428,7 @@ impl U2NetMatte {
         let weak = Arc::downgrade(&self.shared);
         let weak_obj = self.obj().downgrade();
         let weak_engine = Arc::downgrade(&loaded.engine);
-        let deliver = Arc::new(move |delivery: Delivery| {
+        let deliver = Arc::new(move |mut delivery: Delivery| {
             let (Some(shared), Some(obj)) = (weak.upgrade(), weak_obj.upgrade()) else {
                 return;
             };
@@ -439,6 +439,7 @@ impl U2NetMatte {
                     follow_motion: settings.motion_compensation,
                 }
             };
+            shared.smooth(&mut delivery, smoothing);
             let mut state = shared.lock();
             // provider=auto moved to the CPU after a failed run on CUDA.
             let moved = match state.config.as_mut() {
@@ -448,7 +449,7 @@ impl U2NetMatte {
                 }
                 _ => false,
             };
-            if state.deliver(delivery, smoothing) {
+            if state.deliver(delivery) {
                 shared.cond.notify_all();
             }
             drop(state);

@@ -215,10 +215,9 @@ pub struct State {
     /// The newest job failed: frames that gave their jobs way to it, and
     /// have no mask to borrow, leave with its error rather than wait.
     pub newest_error: Option<EngineError>,
-    pub smoother: TemporalSmoother,
-    /// The caps generation the smoother last saw.
-    pub smoothed_generation: u64,
     pub caps_generation: u64,
+    /// Flushes so far: smoothing does not reach across one.
+    pub flushes: u64,
 }
 
 impl Default for State {
@@ -248,8 +247,7 @@ impl Default for State {
             jobs: HashMap::new(),
             newest: None,
             newest_error: None,
-            smoother: TemporalSmoother::new(),
-            smoothed_generation: 0,
+            flushes: 0,
             caps_generation: 0,
         }
     }
@@ -439,34 +437,14 @@ impl State {
     /// Takes a job's mask: smooths it over time (`smoothing`), keeps it as
     /// the newest, and hands it to its frame if the frame is still here.
     /// False if the job is unknown (flushed).
-    pub fn deliver(&mut self, delivery: crate::engine::Delivery, smoothing: Smoothing) -> bool {
+    pub fn deliver(&mut self, delivery: crate::engine::Delivery) -> bool {
         let Some(info) = self.jobs.remove(&delivery.job) else {
             return false;
         };
         if delivery.result.is_ok() {
             self.frame_time = Some(delivery.inference);
         }
-        let result = delivery.result.map(|mut mask| {
-            if smoothing.strength > 0.0 {
-                if info.caps_generation != self.smoothed_generation {
-                    self.smoother.reset();
-                    self.smoothed_generation = info.caps_generation;
-                }
-                let (w, h) = (mask.width, mask.height);
-                let rgb = info.small_rgb.as_deref().unwrap_or_default();
-                self.smoother.smooth(
-                    smoothing.strength,
-                    smoothing.follow_motion,
-                    rgb,
-                    &mut mask.data,
-                    w,
-                    h,
-                );
-            } else {
-                self.smoother.reset();
-            }
-            Arc::new(mask)
-        });
+        let result = delivery.result.map(Arc::new);
         if let Err(e) = &result
             && self.newest.as_ref().is_none_or(|n| n.job < delivery.job)
         {
@@ -543,7 +521,8 @@ impl State {
         self.frames = 0;
         self.stats = BatchStats::default();
         self.jobs.clear();
-        self.smoother.reset();
+        // The smoother (see `Shared::smooth`) starts afresh.
+        self.flushes += 1;
         // The frames after a flush (a seek) are of another scene.
         self.newest = None;
         self.newest_error = None;
@@ -561,9 +540,56 @@ impl State {
 pub struct Shared {
     state: Mutex<State>,
     pub cond: Condvar,
+    /// `temporal-smoothing`'s past, apart from the state: following the
+    /// motion takes milliseconds, which must not hold the state's lock
+    /// (the streaming threads wait on it).
+    smoother: Mutex<SmootherSlot>,
+}
+
+#[derive(Default)]
+struct SmootherSlot {
+    smoother: TemporalSmoother,
+    /// The (caps generation, flushes) of the last mask it smoothed.
+    stream: (u64, u64),
 }
 
 impl Shared {
+    /// Smooths a delivered mask over time as `smoothing` says, before it
+    /// is delivered; called by the delivery thread alone. A job already
+    /// flushed is left as it is (`State::deliver` drops it).
+    pub fn smooth(&self, delivery: &mut crate::engine::Delivery, smoothing: Smoothing) {
+        let job = {
+            let state = self.lock();
+            state.jobs.get(&delivery.job).map(|info| {
+                (
+                    info.small_rgb.clone(),
+                    (info.caps_generation, state.flushes),
+                )
+            })
+        };
+        let Some((rgb, stream)) = job else { return };
+        let mut slot = self.smoother.lock().unwrap_or_else(PoisonError::into_inner);
+        if smoothing.strength <= 0.0 {
+            slot.smoother.reset();
+            return;
+        }
+        if slot.stream != stream {
+            slot.smoother.reset();
+            slot.stream = stream;
+        }
+        if let Ok(mask) = &mut delivery.result {
+            let (w, h) = (mask.width, mask.height);
+            slot.smoother.smooth(
+                smoothing.strength,
+                smoothing.follow_motion,
+                rgb.as_deref().unwrap_or_default(),
+                &mut mask.data,
+                w,
+                h,
+            );
+        }
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -616,11 +642,6 @@ mod tests {
             mask_ready: None,
         }
     }
-
-    const OFF: Smoothing = Smoothing {
-        strength: 0.0,
-        follow_motion: true,
-    };
 
     fn delivery(job: JobId) -> crate::engine::Delivery {
         crate::engine::Delivery {
@@ -677,13 +698,13 @@ mod tests {
         queue(&mut s, frame(2, 40));
         assert!(matches!(s.pop_ready(now), Next::Ready(Item::Event(_))));
         // Frame 2's mask does not let it overtake frame 1.
-        assert!(s.deliver(delivery(2), OFF));
+        assert!(s.deliver(delivery(2)));
         assert!(matches!(s.pop_ready(now), Next::Wait));
-        assert!(s.deliver(delivery(1), OFF));
+        assert!(s.deliver(delivery(1)));
         assert_eq!(left(&mut s, now), (Some(1), 1, Duration::ZERO, true));
         assert_eq!(left(&mut s, now), (Some(2), 2, Duration::ZERO, true));
         assert_eq!(s.frames, 0);
-        assert!(!s.deliver(delivery(3), OFF), "an unknown job is ignored");
+        assert!(!s.deliver(delivery(3)), "an unknown job is ignored");
     }
 
     #[test]
@@ -701,7 +722,7 @@ mod tests {
         s.superseded(&[3]);
         // No mask at all yet: nothing to leave with, whatever the deadline.
         assert!(matches!(s.pop_ready(t0 + ms(400)), Next::Wait));
-        assert!(s.deliver(delivery(1), OFF));
+        assert!(s.deliver(delivery(1)));
         assert_eq!(left(&mut s, t0), (Some(1), 1, Duration::ZERO, true));
         // Frame 2 waits for its own mask until its deadline...
         assert!(matches!(s.pop_ready(t0), Next::WaitUntil(t) if t == t0 + ms(340)));
@@ -711,11 +732,11 @@ mod tests {
         assert_eq!(left(&mut s, t0 + ms(340)), (None, 1, ms(80), false));
         // Frame 2's mask, late, becomes the newest; frame 4 still waits for
         // its own until its deadline, then takes frame 2's.
-        assert!(s.deliver(delivery(2), OFF));
+        assert!(s.deliver(delivery(2)));
         assert!(matches!(s.pop_ready(t0 + ms(350)), Next::WaitUntil(_)));
         assert_eq!(left(&mut s, t0 + ms(420)), (Some(4), 2, ms(80), false));
         // A mask older than the newest does not replace it.
-        assert!(s.deliver(delivery(4), OFF));
+        assert!(s.deliver(delivery(4)));
         s.jobs.insert(
             1,
             JobInfo {
@@ -724,7 +745,7 @@ mod tests {
                 caps_generation: 0,
             },
         );
-        assert!(s.deliver(delivery(1), OFF));
+        assert!(s.deliver(delivery(1)));
         assert_eq!(s.newest.as_ref().unwrap().job, 4);
     }
 
@@ -789,7 +810,7 @@ mod tests {
         let ms = Duration::from_millis;
         queue(&mut s, frame(1, 0));
         queue(&mut s, frame(2, 500));
-        assert!(s.deliver(delivery(1), OFF));
+        assert!(s.deliver(delivery(1)));
         assert_eq!(left(&mut s, origin), (Some(1), 1, Duration::ZERO, true));
         // Not PLAYING: no clock, so frame 2 waits for its own mask.
         assert!(matches!(s.pop_ready(origin + ms(900)), Next::Wait));
@@ -803,7 +824,7 @@ mod tests {
         s.synced = Some(false);
         s.clock_origin = Some(origin);
         queue(&mut s, frame(3, 0));
-        assert!(s.deliver(delivery(3), OFF));
+        assert!(s.deliver(delivery(3)));
         queue(&mut s, frame(4, 40));
         left(&mut s, origin);
         assert!(matches!(s.pop_ready(origin + ms(5000)), Next::Wait));
@@ -838,7 +859,7 @@ mod tests {
         let mut s = keeping_up(true);
         let t0 = Instant::now();
         queue(&mut s, frame(1, 0));
-        assert!(s.deliver(delivery(1), OFF));
+        assert!(s.deliver(delivery(1)));
         left(&mut s, t0);
         // New caps: frame 2 is due but waits for a mask of its own scene.
         let mut f = frame(2, 40);
@@ -852,7 +873,7 @@ mod tests {
         queue(&mut s, f);
         s.superseded(&[2]);
         assert!(matches!(s.pop_ready(t0), Next::Wait));
-        assert!(s.deliver(delivery(3), OFF));
+        assert!(s.deliver(delivery(3)));
         assert_eq!(
             left(&mut s, t0),
             (None, 3, Duration::from_millis(40), false)
@@ -888,7 +909,7 @@ mod tests {
         assert!(matches!(s.pop_ready(t0), Next::Wait));
         let mut failed = delivery(2);
         failed.result = Err(EngineError::Stopped);
-        assert!(s.deliver(failed, OFF));
+        assert!(s.deliver(failed));
         for job in [None, Some(2)] {
             match s.pop_ready(t0) {
                 Next::Ready(Item::Frame(f)) => {
