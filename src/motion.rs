@@ -196,41 +196,33 @@ impl Field {
     /// vectors lead to (behind a subject that moved on, the background's).
     pub fn warp_mask(&self, mask: &[u8], out: &mut Vec<u8>) {
         self.warp_u8(mask, 1, out);
-        if self.still || out.len() != self.width * self.height || mask.len() < out.len() {
-            return;
-        }
-        let (w, h) = (self.width, self.height);
-        let mut candidates = Vec::with_capacity(9 + DOMINANT);
-        for &i in &self.disoccluded {
-            let i = i as usize;
-            let (x, y) = (i % w, i / w);
-            self.candidates(x / BLOCK, y / BLOCK, &mut candidates);
-            if let Some(least) = candidates
-                .iter()
-                .map(|v| Sample::at(x, y, *v, w, h).of(|j| u32::from(mask[j])))
-                .min()
-            {
-                out[i] = least;
-            }
-        }
+        self.uncover(out, |s| s.of(|j| u32::from(mask[j])));
     }
 
     /// As [`Field::warp_mask`], for a mask of one f32 value a pixel.
     pub fn warp_mask_f32(&self, src: &[f32], out: &mut Vec<f32>) {
         self.warp_f32(src, out);
-        if self.still || out.len() != self.width * self.height || src.len() < out.len() {
+        self.uncover(out, |s| s.of_f32(|j| src[j]));
+    }
+
+    /// Gives each uncovered pixel of `moved` (a mask, already moved) the
+    /// least of what `sample` takes at its candidate vectors.
+    fn uncover<T: Copy + PartialOrd>(&self, moved: &mut [T], sample: impl Fn(&Sample) -> T) {
+        let (w, h) = (self.width, self.height);
+        if self.still || moved.len() != w * h {
             return;
         }
-        let (w, h) = (self.width, self.height);
         let mut candidates = Vec::with_capacity(9 + DOMINANT);
         for &i in &self.disoccluded {
             let i = i as usize;
             let (x, y) = (i % w, i / w);
             self.candidates(x / BLOCK, y / BLOCK, &mut candidates);
-            out[i] = candidates
-                .iter()
-                .map(|v| Sample::at(x, y, *v, w, h).of_f32(|j| src[j]))
-                .fold(out[i], f32::min);
+            for v in &candidates {
+                let value = sample(&Sample::at(x, y, *v, w, h));
+                if value < moved[i] {
+                    moved[i] = value;
+                }
+            }
         }
     }
 
@@ -425,11 +417,13 @@ impl MotionEstimator {
     }
 
     /// The motion of each pixel of `to` from `from`, both packed RGB of
-    /// `width` x `height`; None if they are not that size or empty.
+    /// `width` x `height`; None if they are not that size (a mask of
+    /// another size than the pictures: what they show would be misread) or
+    /// empty.
     pub fn estimate(&mut self, from: &[u8], to: &[u8], width: u32, height: u32) -> Option<&Field> {
         let (w, h) = (width as usize, height as usize);
-        let n = w.checked_mul(h)?;
-        if n == 0 || from.len() < 3 * n || to.len() < 3 * n {
+        let bytes = w.checked_mul(h)?.checked_mul(3)?;
+        if bytes == 0 || from.len() != bytes || to.len() != bytes {
             return None;
         }
         self.from.build(from, w, h);
@@ -681,14 +675,16 @@ fn sub_pixel(from: &Level, block: &BlockRef, v: [i32; 2]) -> ([f32; 2], u32) {
 /// blocks have, most common first (zero among them if it is one).
 fn dominant_vectors(vectors: &[[i32; 2]], out: &mut Vec<[f32; 2]>) {
     out.clear();
-    let mut counts: Vec<([i32; 2], usize)> = Vec::new();
-    for v in vectors {
-        match counts.iter_mut().find(|(c, _)| c == v) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((*v, 1)),
-        }
-    }
-    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
+    // Sorted, equal vectors are runs: counting is linear after the sort
+    // (a large model size has tens of thousands of blocks).
+    let mut sorted = vectors.to_vec();
+    sorted.sort_unstable();
+    let mut counts: Vec<([i32; 2], usize)> = sorted
+        .chunk_by(|a, b| a == b)
+        .map(|run| (run[0], run.len()))
+        .collect();
+    // Most common first; as common ones in the order of their values.
+    counts.sort_by_key(|c| (std::cmp::Reverse(c.1), c.0));
     let least = ((vectors.len() as f32 * DOMINANT_SHARE) as usize).max(2);
     out.extend(
         counts
