@@ -223,7 +223,7 @@ fn a_borrowed_mask_lands_where_the_subject_moved() {
         "own masks' edges {c0:?} -> {c1:?}"
     );
 
-    let moved = play(&frames, "", Feed::LiveBurst);
+    let moved = play(&frames, "motion-compensation=true", Feed::LiveBurst);
     let offsets = borrowed_offsets(&moved, &own);
     println!("compensated: {offsets:?}");
     assert!(
@@ -282,7 +282,7 @@ fn a_still_picture_keeps_its_mask_exactly() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let frames: Vec<Vec<u8>> = (0..FRAMES).map(still).collect();
     let own = play(&frames, "", Feed::OwnMasks).masks;
-    let run = play(&frames, "", Feed::LiveBurst);
+    let run = play(&frames, "motion-compensation=true", Feed::LiveBurst);
     // A borrowed mask is, bit for bit, the mask of the frame it came from:
     // whichever that was, one of the model's own.
     for (n, mask) in run.masks.iter().enumerate() {
