@@ -8,22 +8,13 @@
 //! properties for the live runs), FLICKER_FRAMES (frames of vtest.avi,
 //! default 150), BENCH_TOP (the project folder, default where it was built).
 
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-
-fn top() -> String {
-    std::env::var("BENCH_TOP").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Debug, Default)]
 struct LiveFigures {
@@ -42,14 +33,11 @@ struct LiveFigures {
 /// Runs `videotestsrc is-live=true` at 640x480@30 through the element with
 /// `props` into a clock-synced fakesink for `seconds`.
 fn live_run(props: &str, seconds: u64) -> LiveFigures {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::pipeline(&format!(
         "videotestsrc is-live=true pattern=ball ! \
          video/x-raw,format=RGBA,width=640,height=480,framerate=30/1 ! \
          u2netmatte name=m stats=true {props} ! fakesink name=sink sync=true"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
+    ));
     let sink = pipeline.by_name("sink").unwrap();
     let arrivals: Arc<Mutex<Vec<(Instant, gst::ClockTime, gst::ClockTime)>>> = Default::default();
     {
@@ -150,22 +138,13 @@ type Frames = Vec<(u64, Vec<u8>)>;
 /// Decoded RGB frames and masks of the first `frames` of a clip at
 /// `smoothing`, each with its PTS: (width, height, rgb frames, masks).
 fn clip_masks(clip: &str, frames: u64, smoothing: f64) -> (usize, usize, Frames, Frames) {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::pipeline(&format!(
         "filesrc location={clip} ! decodebin ! identity eos-after={frames} ! videoconvert ! \
          video/x-raw,format=RGB ! tee name=t \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! appsink name=rgb sync=false \
          t. ! queue ! u2netmatte mode=mask temporal-smoothing={smoothing} ! appsink name=mask sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = |name: &str| {
-        pipeline
-            .by_name(name)
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap()
-    };
+    ));
+    let sink = |name: &str| common::app_sink(&pipeline, name);
     let (rgb_sink, mask_sink) = (sink("rgb"), sink("mask"));
     pipeline.set_state(gst::State::Playing).unwrap();
     let pull_all = |s: gst_app::AppSink| {
@@ -239,18 +218,11 @@ fn drift(masks: &[Vec<u8>], per_frame: &[Vec<u8>]) -> f64 {
 
 /// The soft mask of one photo at `size` (0: the model's own).
 fn photo_mask(photo: &str, size: u32) -> Vec<u8> {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::pipeline(&format!(
         "filesrc location={photo} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! \
          u2netmatte mode=mask inference-size={size} ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = common::app_sink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let sample = sink.pull_sample().unwrap();
     pipeline.set_state(gst::State::Null).unwrap();
@@ -276,7 +248,7 @@ fn model_ms(size: u32) -> f64 {
     let runtime = gstu2netmatte::runtime::load(None, None, ort::logging::LogLevel::Warning)
         .unwrap()
         .runtime;
-    let path = format!("{}/models/u2netp.onnx", top());
+    let path = format!("{}/models/u2netp.onnx", common::top());
     let mut model = Model::load(
         &runtime,
         std::path::Path::new(&path),
@@ -310,7 +282,7 @@ fn inference_sizes() {
         "rocket.jpg",
     ]
     .iter()
-    .map(|p| format!("{}/.deps/photos/{p}", top()))
+    .map(|p| format!("{}/.deps/photos/{p}", common::top()))
     .collect();
     let reference: Vec<Vec<u8>> = photos.iter().map(|p| photo_mask(p, 0)).collect();
     println!(
@@ -356,7 +328,7 @@ fn main() {
     }
     gst::init().unwrap();
     gstu2netmatte::plugin_register_static().unwrap();
-    let seconds = env_u64("LIVE_SECONDS", 20);
+    let seconds = common::env_u64("LIVE_SECONDS", 20);
     let extra = std::env::var("LIVE_PROPS").unwrap_or_default();
 
     println!(
@@ -386,8 +358,8 @@ fn main() {
         let _ = f.frames;
     }
 
-    let clip = format!("{}/.deps/clips/vtest.avi", top());
-    let frames = env_u64("FLICKER_FRAMES", 150);
+    let clip = format!("{}/.deps/clips/vtest.avi", common::top());
+    let frames = common::env_u64("FLICKER_FRAMES", 150);
     println!("\n## Temporal stability: first {frames} frames of vtest.avi (768x576), mode=mask\n");
     println!(
         "flicker: mean |alpha_t - alpha_t-1| where the 3x3-blurred picture changed < 3 levels; drift: mean |alpha - per-frame alpha|\n"

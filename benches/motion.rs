@@ -21,6 +21,8 @@
 //! MOTION_RUNS (timing runs, default 5), MOTION_CACHE (a folder to keep
 //! the model's masks in between runs), BENCH_TOP (the project folder).
 
+mod common;
+
 use std::time::Instant;
 
 use gst::prelude::*;
@@ -31,32 +33,14 @@ use gstu2netmatte::prep::{Frame, Normalization, PixelLayout, Preparer};
 const MODEL_SIDE: u32 = 320;
 const AGES_MS: [u64; 5] = [200, 300, 400, 500, 600];
 
-fn top() -> String {
-    std::env::var("BENCH_TOP").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-}
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The first `frames` of `clip` as packed RGB at 640x480, and its frame rate.
 fn decode(clip: &str, frames: usize) -> (Vec<Vec<u8>>, f64) {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::pipeline(&format!(
         "filesrc location={clip} ! decodebin ! identity eos-after={frames} ! videoconvert ! \
          videoscale ! video/x-raw,format=RGB,width=640,height=480,pixel-aspect-ratio=1/1 ! \
          appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = common::app_sink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let (mut out, mut fps) = (Vec::new(), 0.0);
     while let Ok(sample) = sink.pull_sample() {
@@ -102,23 +86,12 @@ fn small(preparer: &mut Preparer, tensor: &mut [f32], frame: &[u8], out: &mut Ve
 
 /// The element's own mask of each small frame (320x320 GRAY8).
 fn own_masks(small: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::pipeline(&format!(
         "appsrc name=src format=time caps=video/x-raw,format=RGB,width={MODEL_SIDE},height={MODEL_SIDE},framerate=10/1 ! \
          u2netmatte mode=mask provider=cpu batch-size=4 ! appsink name=sink sync=false"
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let src = pipeline
-        .by_name("src")
-        .unwrap()
-        .downcast::<gst_app::AppSrc>()
-        .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let src = common::app_src(&pipeline, "src");
+    let sink = common::app_sink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let frames = small.to_vec();
     let pusher = std::thread::spawn(move || {
@@ -307,8 +280,8 @@ fn main() {
     }
     gst::init().unwrap();
     gstu2netmatte::plugin_register_static().unwrap();
-    let frames = env_usize("MOTION_FRAMES", 200);
-    let runs = env_usize("MOTION_RUNS", 5);
+    let frames = common::env_usize("MOTION_FRAMES", 200);
+    let runs = common::env_usize("MOTION_RUNS", 5);
     println!(
         "## Borrowed masks moved with the picture: U2NetP, plain CPU fp32 (provider=cpu), \
          masks at 320x320, IoU at 0.5 against the frame's own mask\n"
@@ -320,7 +293,7 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut timings = Vec::new();
     for clip in ["vtest.avi", "Megamind.avi"] {
-        let path = format!("{}/.deps/clips/{clip}", top());
+        let path = format!("{}/.deps/clips/{clip}", common::top());
         let (decoded, fps) = decode(&path, frames);
         let mut preparer = Preparer::new(MODEL_SIDE, MODEL_SIDE, Normalization::IMAGENET);
         let mut tensor = vec![0f32; preparer.tensor_len()];

@@ -11,28 +11,19 @@
 //! (extra element properties, e.g. `provider=cuda batch-size=1`),
 //! BENCH_TOP (the project folder, default where it was built).
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
 const CHILD_ENV: &str = "U2NETMATTE_SHARED_BENCH_CHILD";
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn top() -> String {
-    std::env::var("BENCH_TOP").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-}
-
 /// `streams` branches of 640x480 frames into elements with `session` (empty:
 /// each its own) to EOS; the seconds it took from PLAYING.
 fn run(streams: usize, session: &str, frames: u64, props: &str) -> f64 {
     let patterns = ["ball", "smpte", "pinwheel", "circular"];
-    let model = format!("{}/models/u2netp.onnx", top());
+    let model = format!("{}/models/u2netp.onnx", common::top());
     let desc: Vec<String> = (0..streams)
         .map(|n| {
             format!(
@@ -43,10 +34,7 @@ fn run(streams: usize, session: &str, frames: u64, props: &str) -> f64 {
             )
         })
         .collect();
-    let pipeline = gst::parse::launch(&desc.join("  "))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
+    let pipeline = common::pipeline(&desc.join("  "));
     // Loading and warm-up (NULL->READY, then on the engine's thread) are
     // not what is timed; prerolling is, since in PAUSED the elements
     // already take and run frames.
@@ -84,9 +72,9 @@ fn peak_rss_mib() -> f64 {
 fn child(config: &str) {
     let (streams, session) = config.split_once(':').unwrap();
     let streams: usize = streams.parse().unwrap();
-    let frames = env_u64("SHARED_FRAMES", 16);
+    let frames = common::env_u64("SHARED_FRAMES", 16);
     let props = std::env::var("SHARED_PROPS").unwrap_or_default();
-    let runs = env_u64("SHARED_RUNS", 3);
+    let runs = common::env_u64("SHARED_RUNS", 3);
     let times: Vec<String> = (0..runs)
         .map(|_| run(streams, session, frames, &props).to_string())
         .collect();
@@ -124,7 +112,7 @@ fn measure(streams: usize, session: &str) -> Figures {
         .collect();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let frames = env_u64("SHARED_FRAMES", 16) as f64 * streams as f64;
+    let frames = common::env_u64("SHARED_FRAMES", 16) as f64 * streams as f64;
     Figures {
         fps: frames / median,
         rss_mib: value("peak-rss-mib=").parse().unwrap(),
@@ -143,7 +131,7 @@ fn main() {
         child(&config);
         return;
     }
-    let frames = env_u64("SHARED_FRAMES", 16);
+    let frames = common::env_u64("SHARED_FRAMES", 16);
     let props = std::env::var("SHARED_PROPS").unwrap_or_default();
     println!(
         "## Streams of 640x480 RGB, {frames} frames each, U2NetP, element properties: {}\n",

@@ -24,6 +24,8 @@
 //! each right after its bare session, and prints one `summary` JSON line
 //! (bench/cpu_providers.py runs it once per provider and precision).
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -34,25 +36,12 @@ use gstu2netmatte::model::{ConvSearch, CudaOptions, Model, ModelOptions, Precisi
 use gstu2netmatte::prep::{Frame, PixelLayout, Preparer};
 use gstu2netmatte::runtime::Build;
 
-/// The project's folder: where it was built, or BENCH_TOP (on a machine the
-/// binary was carried to).
-fn top() -> String {
-    std::env::var("BENCH_TOP").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
-}
-
 const RESOLUTIONS: [(&str, u32, u32); 4] = [
     ("720p", 1280, 720),
     ("1080p", 1920, 1080),
     ("4K", 3840, 2160),
     ("8K", 7680, 4320),
 ];
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
@@ -91,25 +80,18 @@ fn reset_peak_rss() {
 
 /// A real photo scaled to `w` x `h`, packed RGB.
 fn photo_frame(w: u32, h: u32) -> Vec<u8> {
-    let photo = Path::new(&top()).join(".deps/photos/motorcycle_left.png");
+    let photo = Path::new(&common::top()).join(".deps/photos/motorcycle_left.png");
     assert!(
         photo.is_file(),
         "{} is missing: run make setup",
         photo.display()
     );
-    let pipeline = gst::parse::launch(&format!(
+    let pipeline = common::pipeline(&format!(
         "filesrc location={} ! pngdec ! videoconvert ! videoscale method=lanczos ! \
          video/x-raw,format=RGB,width={w},height={h},pixel-aspect-ratio=1/1 ! appsink name=sink",
         photo.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = pipeline
-        .by_name("sink")
-        .unwrap()
-        .downcast::<gst_app::AppSink>()
-        .unwrap();
+    ));
+    let sink = common::app_sink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let sample = sink.pull_sample().unwrap();
     pipeline.set_state(gst::State::Null).unwrap();
@@ -230,7 +212,7 @@ impl Bench {
         let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, w, h)
             .build()
             .unwrap();
-        let pipeline = gst::parse::launch(&format!(
+        let pipeline = common::pipeline(&format!(
             "appsrc name=src format=time ! u2netmatte mode=mask batch-size=1 provider={} \
              precision={} threads={} cudnn-conv-search={} model={} ! appsink name=sink sync=false",
             self.provider,
@@ -238,20 +220,9 @@ impl Bench {
             self.threads,
             self.conv_search,
             self.model_path.display()
-        ))
-        .unwrap()
-        .downcast::<gst::Pipeline>()
-        .unwrap();
-        let src = pipeline
-            .by_name("src")
-            .unwrap()
-            .downcast::<gst_app::AppSrc>()
-            .unwrap();
-        let sink = pipeline
-            .by_name("sink")
-            .unwrap()
-            .downcast::<gst_app::AppSink>()
-            .unwrap();
+        ));
+        let src = common::app_src(&pipeline, "src");
+        let sink = common::app_sink(&pipeline, "sink");
         src.set_caps(Some(&info.to_caps().unwrap()));
         pipeline.set_state(gst::State::Playing).unwrap();
         src.push_buffer(rgb_buffer(data, &info)).unwrap();
@@ -287,7 +258,7 @@ impl Bench {
         for _ in 0..self.runs {
             reset_peak_rss();
             let before = current_rss_mib();
-            let pipeline = gst::parse::launch(&format!(
+            let pipeline = common::pipeline(&format!(
                 "appsrc name=src format=time block=true max-buffers=2 ! \
                  u2netmatte mode={mode} batch-size={batch} provider={} precision={} threads={} \
                  cudnn-conv-search={} model={} ! fakesink name=out sync=false",
@@ -296,15 +267,8 @@ impl Bench {
                 self.threads,
                 self.conv_search,
                 self.model_path.display()
-            ))
-            .unwrap()
-            .downcast::<gst::Pipeline>()
-            .unwrap();
-            let src = pipeline
-                .by_name("src")
-                .unwrap()
-                .downcast::<gst_app::AppSrc>()
-                .unwrap();
+            ));
+            let src = common::app_src(&pipeline, "src");
             src.set_caps(Some(&info.to_caps().unwrap()));
             let outputs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
             let seen = outputs.clone();
@@ -380,16 +344,16 @@ struct Rembg {
 /// Runs rembg on the same frames, written as raw RGB.
 fn rembg(bench: &Bench, names: &[&str]) -> Option<Rembg> {
     let python = std::env::var("BENCH_REMBG_PYTHON")
-        .unwrap_or_else(|_| format!("{}/.deps/rembg-venv/bin/python", top()));
+        .unwrap_or_else(|_| format!("{}/.deps/rembg-venv/bin/python", common::top()));
     if python.is_empty() || !Path::new(&python).exists() {
         eprintln!("rembg skipped: no {python} (make bench installs it)");
         return None;
     }
-    let dir = PathBuf::from(top()).join("target/bench-frames");
+    let dir = PathBuf::from(common::top()).join("target/bench-frames");
     std::fs::create_dir_all(&dir).unwrap();
     let mut args = vec![
-        format!("{}/bench/rembg_bench.py", top()),
-        format!("{}/models", top()),
+        format!("{}/bench/rembg_bench.py", common::top()),
+        format!("{}/models", common::top()),
         bench.runs.to_string(),
     ];
     for name in names {
@@ -456,10 +420,10 @@ fn main() {
         gstu2netmatte::runtime::load_build(None, build, None, ort::logging::LogLevel::Warning)
             .unwrap()
             .runtime;
-    let threads_setting = env_usize("BENCH_THREADS", 0);
+    let threads_setting = common::env_usize("BENCH_THREADS", 0);
     let model_path = std::env::var_os("BENCH_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(&top()).join("models/u2netp.onnx"));
+        .unwrap_or_else(|| Path::new(&common::top()).join("models/u2netp.onnx"));
     let batches: Vec<usize> = std::env::var("BENCH_BATCHES")
         .unwrap_or_else(|_| "1,4".into())
         .split(',')
@@ -486,8 +450,8 @@ fn main() {
     let used = model.provider();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut bench = Bench {
-        runs: env_usize("BENCH_RUNS", 3),
-        frames: env_usize("BENCH_FRAMES", 12),
+        runs: common::env_usize("BENCH_RUNS", 3),
+        frames: common::env_usize("BENCH_FRAMES", 12),
         provider: provider_nick,
         precision: precision_nick,
         threads: threads_setting,
@@ -671,7 +635,7 @@ fn u2netfast(bench: &Bench, names: &[&str]) -> Option<U2NetFast> {
     let python = std::env::var("BENCH_U2NETFAST_PYTHON")
         .ok()
         .filter(|p| !p.is_empty())?;
-    let dir = PathBuf::from(top()).join("target/bench-frames");
+    let dir = PathBuf::from(common::top()).join("target/bench-frames");
     std::fs::create_dir_all(&dir).unwrap();
     let out_dir = bench
         .model_path
@@ -679,7 +643,7 @@ fn u2netfast(bench: &Bench, names: &[&str]) -> Option<U2NetFast> {
         .unwrap_or(Path::new("."))
         .to_path_buf();
     let mut args = vec![
-        format!("{}/bench/u2netfast_bench.py", top()),
+        format!("{}/bench/u2netfast_bench.py", common::top()),
         out_dir.display().to_string(),
         bench.runs.to_string(),
     ];
