@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gstu2netmatte::matte::{Composite, Matter, Mode, OutFrame};
+use gstu2netmatte::matte::{Composite, Matter, Mode, OutFrame, to_rgba};
 use gstu2netmatte::model::{ConvSearch, CudaOptions, Model, ModelOptions, Precision, Provider};
 use gstu2netmatte::prep::{Frame, PixelLayout, Preparer};
 use gstu2netmatte::runtime::Build;
@@ -154,44 +154,88 @@ impl Bench {
     fn bare(&mut self, batch: usize) -> f64 {
         let input = vec![0.5f32; batch * self.model.frame_len()];
         let mut masks = Vec::new();
-        self.model.run(&input, batch, &mut masks).unwrap();
-        let samples = (0..self.runs.max(3))
-            .map(|_| {
-                time_ms(|| {
-                    self.model.run(&input, batch, &mut masks).unwrap();
-                }) / batch as f64
-            })
-            .collect();
+        let (model, runs) = (&mut self.model, self.runs.max(3));
+        let samples = gstu2netmatte::priority::on_inference_priority(|| {
+            model.run(&input, batch, &mut masks).unwrap();
+            (0..runs)
+                .map(|_| {
+                    time_ms(|| {
+                        model.run(&input, batch, &mut masks).unwrap();
+                    }) / batch as f64
+                })
+                .collect()
+        })
+        .unwrap();
         median(samples)
     }
 
-    /// Preparation of one frame: ms.
-    fn prep(&self, name: &str) -> f64 {
+    /// Preparation of one frame: ms. With `copy`, also the frame's colours
+    /// into an RGBA output, as the element's RGBA modes do on arrival.
+    fn prep(&self, name: &str, copy: bool) -> f64 {
         let (w, h, data) = self.photo(name);
         let (mh, mw) = self.model.input_size();
         let mut p = Preparer::new(mw, mh, self.model.normalization());
         let mut out = vec![0f32; p.tensor_len()];
-        p.prepare(&rgb_frame(data, w, h), &mut out).unwrap();
-        median(
-            (0..7)
-                .map(|_| time_ms(|| p.prepare(&rgb_frame(data, w, h), &mut out).unwrap()))
-                .collect(),
-        )
+        let mut rgba = vec![0u8; (w * h * 4) as usize];
+        let mut once = || {
+            let frame = rgb_frame(data, w, h);
+            let rgba_frame = |data| OutFrame {
+                data,
+                width: w,
+                height: h,
+                stride: 4 * w as usize,
+            };
+            p.prepare(&frame, &mut out).unwrap();
+            if copy {
+                to_rgba(&frame, rgba_frame(&mut rgba)).unwrap();
+            }
+        };
+        once();
+        median((0..7).map(|_| time_ms(&mut once)).collect())
     }
 
-    /// Building one output frame from a model-size mask: ms.
-    fn compose(&self, name: &str, mode: Mode) -> f64 {
+    /// The model's own mask of a photo, at the model's size.
+    fn small_mask(&mut self, name: &str) -> (Vec<u8>, (u32, u32)) {
         let (w, h, data) = self.photo(name);
-        let small: Vec<u8> = (0..320 * 320).map(|i| (i % 256) as u8).collect();
+        let (mh, mw) = self.model.input_size();
+        let mut p = Preparer::new(mw, mh, self.model.normalization());
+        let mut tensor = vec![0f32; p.tensor_len()];
+        p.prepare(&rgb_frame(data, w, h), &mut tensor).unwrap();
+        let mut masks = Vec::new();
+        let model = &mut self.model;
+        let size = gstu2netmatte::priority::on_inference_priority(|| {
+            model.run(&tensor, 1, &mut masks).unwrap()
+        })
+        .unwrap();
+        (masks, size)
+    }
+
+    /// Building one output frame from the photo's own model-size mask: ms.
+    fn compose(&mut self, name: &str, mode: Mode) -> f64 {
+        let (small, (sw, sh)) = self.small_mask(name);
+        let (w, h, data) = self.photo(name);
         let bpp = if mode == Mode::Mask { 1 } else { 4 };
         let mut out = vec![0u8; (w * h) as usize * bpp];
         let mut m = Matter::new();
+        let mut copied = out.clone();
+        if mode != Mode::Mask {
+            let out = OutFrame {
+                data: &mut copied,
+                width: w,
+                height: h,
+                stride: w as usize * bpp,
+            };
+            to_rgba(&rgb_frame(data, w, h), out).unwrap();
+        }
+        // The mask applied to the frame's copy, as the element does when
+        // the mask is in (the copy was made on arrival).
         let mut once = |out: &mut [u8]| {
-            m.render(
+            out.copy_from_slice(&copied);
+            let started = Instant::now();
+            m.apply(
                 mode,
                 &small,
-                (320, 320),
-                Some(&rgb_frame(data, w, h)),
+                (sw, sh),
                 OutFrame {
                     data: out,
                     width: w,
@@ -200,10 +244,11 @@ impl Bench {
                 },
                 Composite::default(),
             )
-            .unwrap()
+            .unwrap();
+            started.elapsed().as_secs_f64() * 1000.0
         };
         once(&mut out);
-        median((0..7).map(|_| time_ms(|| once(&mut out))).collect())
+        median((0..7).map(|_| once(&mut out)).collect())
     }
 
     /// The element's soft mask of one frame (batch 1), rows packed.
@@ -254,6 +299,7 @@ impl Bench {
             .unwrap();
         let template = rgb_buffer(data, &info);
         let (mut steady, mut whole, mut first) = (Vec::new(), Vec::new(), Vec::new());
+        let mut stages = Vec::new();
         let mut peak = 0f64;
         for _ in 0..self.runs {
             reset_peak_rss();
@@ -261,7 +307,7 @@ impl Bench {
             let pipeline = common::pipeline(&format!(
                 "appsrc name=src format=time block=true max-buffers=2 ! \
                  u2netmatte mode={mode} batch-size={batch} provider={} precision={} threads={} \
-                 cudnn-conv-search={} model={} ! fakesink name=out sync=false",
+                 cudnn-conv-search={} model={} stats=true ! fakesink name=out sync=false",
                 self.provider,
                 self.precision,
                 self.threads,
@@ -291,15 +337,31 @@ impl Bench {
                 src.push_buffer(b).unwrap();
             }
             src.end_of_stream().unwrap();
-            let msg = pipeline
-                .bus()
-                .unwrap()
-                .timed_pop_filtered(
-                    gst::ClockTime::from_seconds(600),
-                    &[gst::MessageType::Eos, gst::MessageType::Error],
-                )
-                .expect("the run ends");
+            let bus = pipeline.bus().unwrap();
+            let mut batches = Vec::new();
+            let msg = loop {
+                let msg = bus
+                    .timed_pop_filtered(
+                        gst::ClockTime::from_seconds(600),
+                        &[
+                            gst::MessageType::Eos,
+                            gst::MessageType::Error,
+                            gst::MessageType::Element,
+                        ],
+                    )
+                    .expect("the run ends");
+                match msg.view() {
+                    gst::MessageView::Element(e) => {
+                        if let Some(s) = e.structure().filter(|s| s.name() == "u2netmatte-stats") {
+                            batches.push(StageFigures::of(s));
+                        }
+                    }
+                    _ => break msg,
+                }
+            };
             assert_eq!(msg.type_(), gst::MessageType::Eos, "{msg:?}");
+            // The first batch's run is the model's cold one.
+            stages.push(StageFigures::mean(batches.get(1..).unwrap_or_default()));
             let ended = start.elapsed();
             pipeline.set_state(gst::State::Null).unwrap();
             let outputs = outputs.lock().unwrap();
@@ -317,6 +379,11 @@ impl Bench {
             whole_ms: median(whole),
             first_ms: median(first),
             rss: peak,
+            stages: StageFigures {
+                inference_ms: median(stages.iter().map(|s| s.inference_ms).collect()),
+                prepare_ms: median(stages.iter().map(|s| s.prepare_ms).collect()),
+                compose_ms: median(stages.iter().map(|s| s.compose_ms).collect()),
+            },
         }
     }
 }
@@ -331,6 +398,41 @@ struct ElementRun {
     first_ms: f64,
     /// Peak RSS the run added, MiB.
     rss: f64,
+    /// What the element's `stats` said, a frame, steady batches' mean.
+    stages: StageFigures,
+}
+
+/// ms a frame in the element's own stages, from its `stats` messages.
+#[derive(Debug, Default, Clone, Copy)]
+struct StageFigures {
+    /// The model's run, per frame of the batch.
+    inference_ms: f64,
+    /// Preparing a frame on arrival (resizing, and the RGBA copy).
+    prepare_ms: f64,
+    /// Applying a mask to a frame before it leaves.
+    compose_ms: f64,
+}
+
+impl StageFigures {
+    fn of(s: &gst::StructureRef) -> Self {
+        let ms = |name| s.get::<f64>(name).unwrap_or(f64::NAN);
+        let frames = f64::from(s.get::<u32>("frames").unwrap_or(1).max(1));
+        Self {
+            inference_ms: ms("inference-ms") / frames,
+            prepare_ms: ms("prepare-ms") / frames,
+            compose_ms: ms("compose-ms") / frames,
+        }
+    }
+
+    fn mean(batches: &[Self]) -> Self {
+        let n = batches.len().max(1) as f64;
+        let sum = |f: fn(&Self) -> f64| batches.iter().map(f).sum::<f64>() / n;
+        Self {
+            inference_ms: sum(|s| s.inference_ms),
+            prepare_ms: sum(|s| s.prepare_ms),
+            compose_ms: sum(|s| s.compose_ms),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -446,7 +548,16 @@ fn main() {
         cache_dir: gstu2netmatte::model::default_cache_dir(),
         ..Default::default()
     };
-    let model = Model::load(&runtime, &model_path, &options).unwrap();
+    // Loaded and run at the model's priority, as the element does: the
+    // threads a runtime starts (OpenVINO's TBB workers are the process's,
+    // shared with the element's session) keep the priority of the thread
+    // that started them, and at the streaming threads' priority they would
+    // take the cores from the element's preparation.
+    let model = gstu2netmatte::priority::on_inference_priority(|| {
+        Model::load(&runtime, &model_path, &options)
+    })
+    .unwrap()
+    .unwrap();
     let used = model.provider();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut bench = Bench {
@@ -483,8 +594,14 @@ fn main() {
             let run = bench.element(name, "composite", 4);
             fields.push(format!(
                 "\"{name}\": {{\"bare_ms\": {bare:.2}, \"element_ms\": {:.2}, \
-                 \"element_whole_ms\": {:.2}, \"first_ms\": {:.1}}}",
-                run.ms, run.whole_ms, run.first_ms
+                 \"element_whole_ms\": {:.2}, \"first_ms\": {:.1}, \"inference_ms\": {:.2}, \
+                 \"prepare_ms\": {:.2}, \"compose_ms\": {:.2}}}",
+                run.ms,
+                run.whole_ms,
+                run.first_ms,
+                run.stages.inference_ms,
+                run.stages.prepare_ms,
+                run.stages.compose_ms
             ));
         }
         println!("summary {{{}}}", fields.join(", "));
@@ -506,11 +623,20 @@ fn main() {
     println!();
 
     println!("## Stages (ms a frame, resizing and rows spread over the cores)\n");
-    println!("| resolution | preparation | composite | alpha | mask |\n|---|---|---|---|---|");
+    println!(
+        "Preparation: the model's input alone, and with the RGBA copy the RGBA modes make on \
+         arrival. Then the mask applied to that copy (composite, alpha), or scaled into GRAY8 \
+         (mask).\n"
+    );
+    println!(
+        "| resolution | preparation | with the copy | composite | alpha | mask |\n\
+         |---|---|---|---|---|---|"
+    );
     for &(name, w, h) in &RESOLUTIONS {
         println!(
-            "| {name} ({w}x{h}) | {:.1} | {:.1} | {:.1} | {:.1} |",
-            bench.prep(name),
+            "| {name} ({w}x{h}) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} |",
+            bench.prep(name, false),
+            bench.prep(name, true),
             bench.compose(name, Mode::Composite),
             bench.compose(name, Mode::Alpha),
             bench.compose(name, Mode::Mask)
