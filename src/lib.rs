@@ -15,6 +15,7 @@ pub mod blur;
 pub mod cuda;
 pub mod engine;
 pub mod image_view;
+pub mod mask_scale;
 pub mod matte;
 pub mod model;
 pub mod motion;

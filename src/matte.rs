@@ -6,11 +6,11 @@
 //! as rembg does; the u8 mask is scaled to the frame's size with Lanczos3, as
 //! Pillow's LANCZOS; then the output is built as the mode says.
 
-use fast_image_resize::pixels::U8;
+use std::ops::Range;
 
-use crate::image_view::{LayoutError, StridedImage, StridedImageMut, check_bytes};
+use crate::image_view::{LayoutError, check_bytes};
+use crate::mask_scale::{ChunkSink, MaskScaler, Rows, WriteMask};
 use crate::prep::{Frame, PixelLayout};
-use crate::resample::Lanczos3;
 
 /// What the output frame holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -107,8 +107,8 @@ pub enum MatteError {
 /// applies the mask to that buffer in place when the mask is ready.
 #[derive(Default)]
 pub struct Matter {
-    resizer: Lanczos3,
-    /// The full-size mask, for the RGBA modes.
+    scaler: MaskScaler,
+    /// The full-size mask, for `Mode::Blur`.
     mask: Vec<u8>,
     /// The blurred frame and the blur's tools, for `Mode::Blur`.
     blurred: Vec<u8>,
@@ -152,28 +152,47 @@ impl Matter {
         out: OutFrame,
         composite: Composite,
     ) -> Result<(), MatteError> {
-        if mode == Mode::Mask {
-            let mut dst = StridedImageMut::<U8>::new(out.data, out.width, out.height, out.stride)?;
-            return self.scale_mask(small_mask, small_size, &mut dst);
-        }
-        let (w, h) = (out.width, out.height);
-        check_bytes(w, h, out.stride, 4, out.data.len())?;
-        self.mask.resize(w as usize * h as usize, 0);
-        let mut mask = std::mem::take(&mut self.mask);
-        let scaled = StridedImageMut::<U8>::new(&mut mask, w, h, w as usize)
-            .map_err(MatteError::from)
-            .and_then(|mut dst| self.scale_mask(small_mask, small_size, &mut dst));
-        let applied = scaled.and_then(|()| {
-            match mode {
-                Mode::Alpha => set_alpha(&mask, out),
-                Mode::Blur => return self.blur_background(&mask, out, composite.blur_radius),
-                _ if composite.feather > 0.0 => feather_background(&mask, out, composite),
-                _ => fill_background(&mask, out, composite),
+        let rows = Rows::from;
+        match mode {
+            Mode::Mask => self.scale_mask(small_mask, small_size, rows(out)),
+            Mode::Alpha => self.scale_into(small_mask, small_size, rows(out), &SetAlpha),
+            Mode::Composite if composite.feather > 0.0 => {
+                self.scale_into(small_mask, small_size, rows(out), &Feather::new(composite))
             }
-            Ok(())
-        });
-        self.mask = mask;
-        applied
+            Mode::Composite => {
+                self.scale_into(small_mask, small_size, rows(out), &Fill::new(composite))
+            }
+            Mode::Blur => {
+                let (w, h) = (out.width, out.height);
+                check_bytes(w, h, out.stride, 4, out.data.len())?;
+                let mut mask = std::mem::take(&mut self.mask);
+                mask.resize(w as usize * h as usize, 0);
+                let blurred = self
+                    .scale_mask(
+                        small_mask,
+                        small_size,
+                        Rows {
+                            data: &mut mask,
+                            width: w,
+                            height: h,
+                            stride: w as usize,
+                        },
+                    )
+                    .and_then(|()| self.blur_background(&mask, out, composite.blur_radius));
+                self.mask = mask;
+                blurred
+            }
+        }
+    }
+
+    fn scale_into(
+        &mut self,
+        small_mask: &[u8],
+        small_size: (u32, u32),
+        out: Rows,
+        sink: &impl ChunkSink,
+    ) -> Result<(), MatteError> {
+        Ok(self.scaler.scale_into(small_mask, small_size, out, sink)?)
     }
 
     /// Blends `out` over a blurred copy of itself by `mask`; opaque.
@@ -217,17 +236,25 @@ impl Matter {
         Ok(())
     }
 
-    /// Scales a model-size mask to `dst`'s size with Lanczos3.
+    /// Scales a model-size mask to GRAY8 rows of `dst`'s size with Lanczos3.
     pub fn scale_mask(
         &mut self,
         small_mask: &[u8],
-        (small_w, small_h): (u32, u32),
-        dst: &mut StridedImageMut<U8>,
+        small_size: (u32, u32),
+        dst: Rows,
     ) -> Result<(), MatteError> {
-        let src = StridedImage::<U8>::new(small_mask, small_w, small_h, small_w as usize)?;
-        self.resizer
-            .resize(&src, dst)
-            .map_err(|e| MatteError::Resize(e.to_string()))
+        self.scale_into(small_mask, small_size, dst, &WriteMask)
+    }
+}
+
+impl<'a> From<OutFrame<'a>> for Rows<'a> {
+    fn from(out: OutFrame<'a>) -> Self {
+        Rows {
+            data: out.data,
+            width: out.width,
+            height: out.height,
+            stride: out.stride,
+        }
     }
 }
 
@@ -353,18 +380,33 @@ fn for_each_band(
     });
 }
 
-/// Sets alpha to the full-size `mask`.
-fn set_alpha(mask: &[u8], out: OutFrame) {
-    let width = out.width as usize;
-    for_each_band(out.height as usize, (mask, width), out, |m, dst| {
-        for (d, &a) in dst.chunks_exact_mut(4).zip(&m[..width]) {
+/// Sets alpha to the mask.
+struct SetAlpha;
+
+impl ChunkSink for SetAlpha {
+    fn bytes_per_pixel(&self) -> usize {
+        4
+    }
+
+    fn bounded(&self, row: &mut [u8], x: Range<usize>, lo: u8, hi: u8) -> bool {
+        if lo != hi {
+            return false;
+        }
+        for d in row[4 * x.start..4 * x.end].chunks_exact_mut(4) {
+            d[3] = lo;
+        }
+        true
+    }
+
+    fn exact(&self, row: &mut [u8], x: Range<usize>, values: &[u8]) {
+        for (d, &a) in row[4 * x.start..4 * x.end].chunks_exact_mut(4).zip(values) {
             d[3] = a;
         }
-    });
+    }
 }
 
 /// How much of the source a mask value keeps, 0..=256, with a soft band of
-/// `feather` around the threshold.
+/// `feather` around the threshold; never less for a larger value.
 fn feather_table(composite: Composite) -> [u32; 256] {
     let half = (composite.feather / 2.0).max(1e-6);
     std::array::from_fn(|m| {
@@ -377,54 +419,114 @@ fn feather_table(composite: Composite) -> [u32; 256] {
 /// The source over the fill colour, the source's share given by the mask
 /// through [`feather_table`]; colours weighted by alpha, as "over" does, so
 /// a transparent fill does not darken the edge.
-fn feather_background(mask: &[u8], out: OutFrame, composite: Composite) {
-    let keep = feather_table(composite);
-    let [fa, fr, fg, fb] = composite.fill_argb.to_be_bytes();
-    let fill = [u32::from(fr), u32::from(fg), u32::from(fb)];
-    let fill_alpha = u32::from(fa);
-    let width = out.width as usize;
-    for_each_band(out.height as usize, (mask, width), out, |m, dst| {
-        for (d, &mv) in dst.chunks_exact_mut(4).zip(&m[..width]) {
-            let k = keep[mv as usize];
+struct Feather {
+    keep: [u32; 256],
+    fill: [u32; 3],
+    fill_alpha: u32,
+    /// What a pixel the source has no share of becomes.
+    filled: [u8; 4],
+}
+
+impl Feather {
+    fn new(composite: Composite) -> Self {
+        let [fa, fr, fg, fb] = composite.fill_argb.to_be_bytes();
+        Self {
+            keep: feather_table(composite),
+            fill: [u32::from(fr), u32::from(fg), u32::from(fb)],
+            fill_alpha: u32::from(fa),
+            filled: if fa == 0 { [0; 4] } else { [fr, fg, fb, fa] },
+        }
+    }
+}
+
+impl ChunkSink for Feather {
+    fn bytes_per_pixel(&self) -> usize {
+        4
+    }
+
+    fn bounded(&self, row: &mut [u8], x: Range<usize>, lo: u8, hi: u8) -> bool {
+        if self.keep[usize::from(lo)] == 256 {
+            return true;
+        }
+        if self.keep[usize::from(hi)] == 0 {
+            for d in row[4 * x.start..4 * x.end].chunks_exact_mut(4) {
+                d.copy_from_slice(&self.filled);
+            }
+            return true;
+        }
+        false
+    }
+
+    fn exact(&self, row: &mut [u8], x: Range<usize>, values: &[u8]) {
+        for (d, &mv) in row[4 * x.start..4 * x.end].chunks_exact_mut(4).zip(values) {
+            let k = self.keep[usize::from(mv)];
             if k == 256 {
                 continue;
             }
             let src_a = u32::from(d[3]) * k;
-            let fill_a = fill_alpha * (256 - k);
+            let fill_a = self.fill_alpha * (256 - k);
             let out_a = src_a + fill_a;
             if out_a == 0 {
                 d.copy_from_slice(&[0, 0, 0, 0]);
                 continue;
             }
-            for c in 0..3 {
-                d[c] = ((u32::from(d[c]) * src_a + fill[c] * fill_a + out_a / 2) / out_a) as u8;
+            for (d, &fill) in d[..3].iter_mut().zip(&self.fill) {
+                *d = ((u32::from(*d) * src_a + fill * fill_a + out_a / 2) / out_a) as u8;
             }
             d[3] = ((out_a + 128) / 256) as u8;
         }
-    });
+    }
 }
 
-/// Keeps the pixels whose full-size `mask` is above the threshold, paints
-/// the rest with the fill colour.
-fn fill_background(mask: &[u8], out: OutFrame, composite: Composite) {
-    // All ones where the pixel is kept: a select without a branch.
-    let keep: [u32; 256] = std::array::from_fn(|m| {
-        if m as f64 / 255.0 > composite.threshold {
-            u32::MAX
-        } else {
-            0
+/// Keeps the pixels whose mask is above the threshold, paints the rest with
+/// the fill colour. A chunk wholly above is not touched at all.
+struct Fill {
+    /// All ones where the pixel is kept: a select without a branch.
+    keep: [u32; 256],
+    fill: u32,
+}
+
+impl Fill {
+    fn new(composite: Composite) -> Self {
+        let [fa, fr, fg, fb] = composite.fill_argb.to_be_bytes();
+        Self {
+            keep: std::array::from_fn(|m| {
+                if m as f64 / 255.0 > composite.threshold {
+                    u32::MAX
+                } else {
+                    0
+                }
+            }),
+            fill: u32::from_ne_bytes([fr, fg, fb, fa]),
         }
-    });
-    let [fa, fr, fg, fb] = composite.fill_argb.to_be_bytes();
-    let fill = u32::from_ne_bytes([fr, fg, fb, fa]);
-    let width = out.width as usize;
-    for_each_band(out.height as usize, (mask, width), out, |m, dst| {
-        for (d, &mv) in dst.chunks_exact_mut(4).zip(&m[..width]) {
+    }
+}
+
+impl ChunkSink for Fill {
+    fn bytes_per_pixel(&self) -> usize {
+        4
+    }
+
+    fn bounded(&self, row: &mut [u8], x: Range<usize>, lo: u8, hi: u8) -> bool {
+        if self.keep[usize::from(lo)] != 0 {
+            return true;
+        }
+        if self.keep[usize::from(hi)] == 0 {
+            for d in row[4 * x.start..4 * x.end].chunks_exact_mut(4) {
+                d.copy_from_slice(&self.fill.to_ne_bytes());
+            }
+            return true;
+        }
+        false
+    }
+
+    fn exact(&self, row: &mut [u8], x: Range<usize>, values: &[u8]) {
+        for (d, &mv) in row[4 * x.start..4 * x.end].chunks_exact_mut(4).zip(values) {
             let px = u32::from_ne_bytes([d[0], d[1], d[2], d[3]]);
-            let k = keep[mv as usize];
-            d.copy_from_slice(&((px & k) | (fill & !k)).to_ne_bytes());
+            let k = self.keep[usize::from(mv)];
+            d.copy_from_slice(&((px & k) | (self.fill & !k)).to_ne_bytes());
         }
-    });
+    }
 }
 
 #[cfg(test)]
@@ -652,6 +754,92 @@ mod tests {
         assert_eq!(out[4..8], [0, 0, 0, 0]);
         assert_eq!(out[8..11], [100, 100, 100]);
         assert!((120..=135).contains(&out[11]), "alpha {}", out[11]);
+    }
+
+    /// A soft disc of a mask, 80x80, and a colourful 4-byte frame.
+    fn disc_and_frame(w: u32, h: u32) -> (Vec<u8>, Vec<u8>) {
+        let small = (0..80 * 80)
+            .map(|i| {
+                let (x, y) = (f64::from(i % 80) - 40.0, f64::from(i / 80) - 40.0);
+                (255.0 * (30.0 - (x * x + y * y).sqrt()).clamp(0.0, 1.0)) as u8
+            })
+            .collect();
+        let frame = (0..w * h * 4).map(|i| (i * 7 % 251) as u8).collect();
+        (small, frame)
+    }
+
+    /// Chunks decided by their bounds alone come out as they would from
+    /// their values: each mode against the full-size mask applied through
+    /// its exact path.
+    #[test]
+    fn chunks_decided_by_bounds_equal_the_exact_path() {
+        let (w, h) = (700u32, 333u32);
+        let (small, frame) = disc_and_frame(w, h);
+        let mut full = vec![0u8; (w * h) as usize];
+        Matter::new()
+            .scale_mask(
+                &small,
+                (80, 80),
+                Rows {
+                    data: &mut full,
+                    width: w,
+                    height: h,
+                    stride: w as usize,
+                },
+            )
+            .unwrap();
+        assert!(full.contains(&0) && full.contains(&255) && full.iter().any(|&v| v % 255 != 0));
+        let composite = Composite {
+            threshold: 0.4,
+            fill_argb: 0x80102030,
+            ..Default::default()
+        };
+        let feathered = Composite {
+            feather: 0.3,
+            ..composite
+        };
+        let every_pixel = |sink: &dyn Fn(&mut [u8], &[u8])| {
+            let mut out = frame.clone();
+            for (row, m) in out.chunks_mut(4 * w as usize).zip(full.chunks(w as usize)) {
+                sink(row, m);
+            }
+            out
+        };
+        let cases: [(Mode, Composite, Vec<u8>); 3] = [
+            (
+                Mode::Composite,
+                composite,
+                every_pixel(&|r, m| Fill::new(composite).exact(r, 0..m.len(), m)),
+            ),
+            (
+                Mode::Composite,
+                feathered,
+                every_pixel(&|r, m| Feather::new(feathered).exact(r, 0..m.len(), m)),
+            ),
+            (
+                Mode::Alpha,
+                composite,
+                every_pixel(&|r, m| SetAlpha.exact(r, 0..m.len(), m)),
+            ),
+        ];
+        for (mode, settings, expected) in cases {
+            let mut out = frame.clone();
+            Matter::new()
+                .apply(
+                    mode,
+                    &small,
+                    (80, 80),
+                    OutFrame {
+                        data: &mut out,
+                        width: w,
+                        height: h,
+                        stride: 4 * w as usize,
+                    },
+                    settings,
+                )
+                .unwrap();
+            assert!(out == expected, "{mode:?} {settings:?}");
+        }
     }
 
     #[test]
