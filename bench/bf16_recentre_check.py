@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """U2NetP's masks in bf16 against fp32, before and after re-centring
-(src/model/recentre.rs). A measurement, not a test.
+(src/model/recentre.rs), and re-centred with the picture split in two bf16
+parts for the first convolution (src/model/split_input.rs), as the element
+runs bf16. A measurement, not a test.
 
 bf16 runs on ONNX Runtime's OpenVINO provider (PyPI onnxruntime-openvino) on
 a CPU with bf16 (AVX512_BF16 or AMX); fp32 on the plain CPU provider. For
@@ -9,7 +11,8 @@ each photo: MAD (mean |a - b| of the min-max normalised d0, in %) and IoU at
 
   python3 -m venv /tmp/ovvenv
   /tmp/ovvenv/bin/pip install onnxruntime-openvino pillow numpy
-  # the re-centred model, from the test that checks it:
+  # the re-centred model (and beside it the split one, .split.onnx), from
+  # the test that checks it:
   U2NETMATTE_WRITE_RECENTRED=/tmp/u2netp-recentred.onnx cargo test --lib \
       model::recentre::tests::recentred_u2netp
   /tmp/ovvenv/bin/python bench/bf16_recentre_check.py \
@@ -54,7 +57,18 @@ def session(model: str, providers) -> ort.InferenceSession:
     return s
 
 
+def bf16(a: np.ndarray) -> np.ndarray:
+    """`a` rounded to the nearest bf16 (ties to even), as float32."""
+    bits = a.astype(np.float32).view(np.uint32).astype(np.uint64)
+    bits = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) << 16
+    return bits.astype(np.uint32).view(np.float32)
+
+
 def d0(s: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    if s.get_inputs()[0].shape[1] == 6:
+        # The split model reads the picture as its bf16 part, then the rest.
+        hi = bf16(x)
+        x = np.concatenate([hi, x - hi], axis=1)
     out = s.run([s.get_outputs()[0].name], {s.get_inputs()[0].name: x})[0][0, 0]
     return (out - out.min()) / (out.max() - out.min())
 
@@ -69,26 +83,31 @@ def compare(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
 
 def main() -> None:
     original, recentred, photos = sys.argv[1], sys.argv[2], pathlib.Path(sys.argv[3])
-    sessions = {
-        name: (session(path, ["CPUExecutionProvider"]), session(path, [OV]))
-        for name, path in (("original", original), ("recentred", recentred))
-    }
+    models = [("original", original), ("recentred", recentred)]
+    split = recentred + ".split.onnx"
+    if pathlib.Path(split).is_file():
+        models.append(("split", split))
+    sessions = {name: (session(path, ["CPUExecutionProvider"]), session(path, [OV])) for name, path in models}
     worst = {name: (0.0, 1.0) for name in sessions}
-    print(f"{'photo':<22}{'original MAD %':>16}{'IoU':>8}{'recentred MAD %':>17}{'IoU':>8}")
+    print(f"{'photo':<22}" + "".join(f"{name + ' MAD %':>17}{'IoU':>8}" for name in sessions))
     for photo in sorted(photos.iterdir()):
         x = prepare(photo)
         row = f"{photo.name:<22}"
-        for name, (fp32, bf16) in sessions.items():
-            mad, iou = compare(d0(fp32, x), d0(bf16, x))
+        for name, (_, bf16_session) in sessions.items():
+            # Against the original model in fp32.
+            mad, iou = compare(d0(sessions["original"][0], x), d0(bf16_session, x))
             worst[name] = (max(worst[name][0], mad), min(worst[name][1], iou))
-            row += f"{mad:>16.3f}{iou:>8.4f}" if name == "original" else f"{mad:>17.3f}{iou:>8.4f}"
+            row += f"{mad:>17.3f}{iou:>8.4f}"
         print(row)
-    # The two fp32 models agree too (the rewrite is exact in fp32).
+    # The rewritten models agree with the original in fp32 (exact rewrites).
     x = prepare(sorted(photos.iterdir())[0])
-    exact = np.max(np.abs(d0(sessions["original"][0], x) - d0(sessions["recentred"][0], x)))
+    reference = d0(sessions["original"][0], x)
     for name, (mad, iou) in worst.items():
         print(f"{name}: worst MAD {mad:.3f} %, worst IoU {iou:.4f}")
-    print(f"fp32 original vs recentred (normalised d0): max |diff| {exact:.2e}")
+    for name, (fp32, _) in sessions.items():
+        if name != "original":
+            exact = np.max(np.abs(reference - d0(fp32, x)))
+            print(f"fp32 original vs {name} (normalised d0): max |diff| {exact:.2e}")
 
 
 if __name__ == "__main__":

@@ -174,7 +174,8 @@ impl Bench {
     fn prep(&self, name: &str, copy: bool) -> f64 {
         let (w, h, data) = self.photo(name);
         let (mh, mw) = self.model.input_size();
-        let mut p = Preparer::new(mw, mh, self.model.normalization());
+        let mut p = Preparer::new(mw, mh, self.model.normalization())
+            .with_layout(self.model.input_layout());
         let mut out = vec![0f32; p.tensor_len()];
         let mut rgba = vec![0u8; (w * h * 4) as usize];
         let mut once = || {
@@ -198,7 +199,8 @@ impl Bench {
     fn small_mask(&mut self, name: &str) -> (Vec<u8>, (u32, u32)) {
         let (w, h, data) = self.photo(name);
         let (mh, mw) = self.model.input_size();
-        let mut p = Preparer::new(mw, mh, self.model.normalization());
+        let mut p = Preparer::new(mw, mh, self.model.normalization())
+            .with_layout(self.model.input_layout());
         let mut tensor = vec![0f32; p.tensor_len()];
         p.prepare(&rgb_frame(data, w, h), &mut tensor).unwrap();
         let mut masks = Vec::new();

@@ -10,6 +10,7 @@
 
 use gst::glib;
 
+pub mod bf16;
 pub mod blur;
 #[cfg(feature = "cuda")]
 pub mod cuda;

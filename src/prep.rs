@@ -14,6 +14,7 @@
 
 use fast_image_resize::pixels::{U8x3, U8x4};
 
+use crate::bf16::round_to_bf16;
 use crate::image_view::{LayoutError, StridedImage, StridedImageMut};
 use crate::resample::Lanczos3;
 
@@ -42,6 +43,29 @@ impl PixelLayout {
             bytes_per_pixel,
             rgb,
             alpha,
+        }
+    }
+}
+
+/// How a prepared frame is laid out in the model's input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InputLayout {
+    /// Planes R, G and B of f32.
+    #[default]
+    Planar,
+    /// Planes R, G and B rounded to bf16, then planes R, G and B of what
+    /// that rounding left out: for a model rewritten to read both, so that
+    /// bf16 inference keeps the picture's precision
+    /// (`model::split_input`).
+    Bf16Split,
+}
+
+impl InputLayout {
+    /// f32 planes a frame takes.
+    pub fn planes(self) -> usize {
+        match self {
+            Self::Planar => 3,
+            Self::Bf16Split => 6,
         }
     }
 }
@@ -96,6 +120,7 @@ pub struct Preparer {
     width: u32,
     height: u32,
     normalization: Normalization,
+    layout: InputLayout,
     /// The resized frame, in the frame's own pixel layout.
     small: Vec<u8>,
 }
@@ -107,13 +132,21 @@ impl Preparer {
             width,
             height,
             normalization,
+            layout: InputLayout::Planar,
             small: Vec::new(),
         }
     }
 
-    /// Number of f32 values one prepared frame takes (3 x height x width).
+    /// The same, writing frames in `layout`.
+    pub fn with_layout(mut self, layout: InputLayout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Number of f32 values one prepared frame takes (planes x height x
+    /// width).
     pub fn tensor_len(&self) -> usize {
-        3 * self.width as usize * self.height as usize
+        self.layout.planes() * self.width as usize * self.height as usize
     }
 
     /// Writes `frame` as a normalised CHW tensor into `out`.
@@ -136,6 +169,22 @@ impl Preparer {
         let max = self.largest_rgb_value(layout);
         let tables = self.tables(max);
         let plane = self.width as usize * self.height as usize;
+        match self.layout {
+            InputLayout::Planar => self.write_planes(layout, &tables, &mut out[..3 * plane]),
+            InputLayout::Bf16Split => {
+                let hi = tables.map(|t| t.map(round_to_bf16));
+                let lo = std::array::from_fn(|c| std::array::from_fn(|v| tables[c][v] - hi[c][v]));
+                let (hi_planes, lo_planes) = out.split_at_mut(3 * plane);
+                self.write_planes(layout, &hi, hi_planes);
+                self.write_planes(layout, &lo, lo_planes);
+            }
+        }
+        Ok(())
+    }
+
+    /// The resized frame through `tables` into three planes.
+    fn write_planes(&self, layout: PixelLayout, tables: &[[f32; 256]; 3], out: &mut [f32]) {
+        let plane = out.len() / 3;
         let (r_plane, rest) = out.split_at_mut(plane);
         let (g_plane, b_plane) = rest.split_at_mut(plane);
         let [ri, gi, bi] = layout.rgb;
@@ -150,7 +199,6 @@ impl Preparer {
             *g = tables[1][px[gi] as usize];
             *b = tables[2][px[bi] as usize];
         }
-        Ok(())
     }
 
     /// The last prepared frame at the model's size, as packed RGB (for
@@ -303,6 +351,36 @@ mod tests {
             assert_eq!(out[plane + i], expected((255 - i) as u8, 255, 1));
             assert_eq!(out[2 * plane + i], expected(255, 255, 2));
         }
+    }
+
+    #[test]
+    fn the_split_layout_is_bf16_planes_then_what_they_left_out() {
+        let (w, h) = (16u32, 16u32);
+        let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let frame = Frame {
+            data: &data,
+            width: w,
+            height: h,
+            stride: w as usize * 3,
+            layout: PixelLayout::RGB,
+        };
+        let mut planar = Preparer::new(w, h, Normalization::IMAGENET);
+        let mut split =
+            Preparer::new(w, h, Normalization::IMAGENET).with_layout(InputLayout::Bf16Split);
+        assert_eq!(split.tensor_len(), 2 * planar.tensor_len());
+        let mut plain = vec![0f32; planar.tensor_len()];
+        let mut parts = vec![0f32; split.tensor_len()];
+        planar.prepare(&frame, &mut plain).unwrap();
+        split.prepare(&frame, &mut parts).unwrap();
+        let (hi, lo) = parts.split_at(plain.len());
+        let mut below_a_bf16_step = 0;
+        for ((&x, &h), &l) in plain.iter().zip(hi).zip(lo) {
+            assert_eq!(round_to_bf16(h), h);
+            assert_eq!(h + l, x, "the parts add up to the value");
+            below_a_bf16_step += usize::from(l.abs() <= h.abs() / 256.0);
+        }
+        assert_eq!(below_a_bf16_step, plain.len());
+        assert!(lo.iter().any(|&l| l != 0.0), "bf16 left something out");
     }
 
     #[test]

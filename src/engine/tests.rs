@@ -770,7 +770,7 @@ fn a_real_batch_gives_each_frame_the_mask_it_gets_alone() {
     };
     let mut model = Model::load(&runtime, &path, &cpu).expect("U2NetP loads");
     let (h, w) = model.input_size();
-    let mut preparer = Preparer::new(w, h, model.normalization());
+    let mut preparer = Preparer::new(w, h, model.normalization()).with_layout(model.input_layout());
     let discs = [
         ((90, 90), [220, 40, 40]),
         ((230, 90), [40, 200, 60]),

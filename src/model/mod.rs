@@ -6,6 +6,7 @@ pub mod graph;
 pub mod names;
 pub mod providers;
 pub mod recentre;
+pub mod split_input;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use ort::session::{RunOptions, Session};
 use ort::value::TensorRef;
 
 use crate::matte::prediction_to_mask;
-use crate::prep::Normalization;
+use crate::prep::{InputLayout, Normalization};
 use crate::runtime::Runtime;
 use crate::stable_hash::fnv1a64;
 
@@ -180,6 +181,8 @@ pub struct Model {
     precision_warning: Option<String>,
     /// What bf16's re-centring changed in the graph, when it ran.
     recentring: Option<String>,
+    /// How frames are laid out in the input tensor.
+    input_layout: InputLayout,
     /// Threads, for a session made again at a fallback.
     threads: usize,
     /// `provider=auto` on CUDA: the most frames a run has held so far. A
@@ -263,6 +266,24 @@ impl Model {
         } else {
             (prepared.bytes, None)
         };
+        let (graph_bytes, input_layout, recentring) = if bf16 {
+            match split_input::split_input(&graph_bytes) {
+                Ok(split) => (split, InputLayout::Bf16Split, recentring),
+                Err(reason) => {
+                    let warning = format!(
+                        "precision=bf16 with the picture rounded to bf16 (masks may be further \
+                         from fp32's): {reason}"
+                    );
+                    recentring_warning = Some(match recentring_warning {
+                        Some(earlier) => format!("{earlier}; {warning}"),
+                        None => warning,
+                    });
+                    (graph_bytes, InputLayout::Planar, recentring)
+                }
+            }
+        } else {
+            (graph_bytes, InputLayout::Planar, recentring)
+        };
         let (opened, fallback_reason) = providers::open(runtime, path, &graph_bytes, options)?;
         drop(graph_bytes);
         let provider = opened.used;
@@ -289,6 +310,7 @@ impl Model {
             fallback_reason,
             precision_warning,
             recentring,
+            input_layout,
             threads: options.threads,
             trial,
             requested_size: requested,
@@ -307,7 +329,13 @@ impl Model {
 
     /// Values in one frame's input tensor.
     pub fn frame_len(&self) -> usize {
-        3 * self.input_size.0 as usize * self.input_size.1 as usize
+        self.input_layout.planes() * self.input_size.0 as usize * self.input_size.1 as usize
+    }
+
+    /// How frames are laid out in the input tensor (see
+    /// [`crate::prep::Preparer::with_layout`]).
+    pub fn input_layout(&self) -> InputLayout {
+        self.input_layout
     }
 
     pub fn normalization(&self) -> Normalization {
@@ -349,9 +377,16 @@ impl Model {
         let bytes = std::fs::read(&self.path).map_err(|e| session_error(e.to_string()))?;
         let prepared = graph::prepare(&bytes, self.requested_size)
             .map_err(|e| session_error(e.to_string()))?;
+        // The frames keep coming in the layout the model was loaded with.
+        let graph_bytes = match self.input_layout {
+            InputLayout::Planar => prepared.bytes,
+            InputLayout::Bf16Split => {
+                split_input::split_input(&prepared.bytes).map_err(session_error)?
+            }
+        };
         let runtime = crate::runtime::loaded()
             .ok_or_else(|| session_error("ONNX Runtime is not loaded".into()))?;
-        self.session = providers::cpu::session(&runtime, &prepared.bytes, self.threads)
+        self.session = providers::cpu::session(&runtime, &graph_bytes, self.threads)
             .map_err(|e| session_error(e.to_string()))?;
         self.input_name = prepared.signature.input_name;
         self.provider = ProviderUsed::Cpu;
@@ -465,7 +500,12 @@ impl Model {
             });
         }
         let (h, w) = self.input_size;
-        let shape = [batch as i64, 3, i64::from(h), i64::from(w)];
+        let shape = [
+            batch as i64,
+            self.input_layout.planes() as i64,
+            i64::from(h),
+            i64::from(w),
+        ];
         let tensor = TensorRef::from_array_view((shape, &input[..needed]))
             .map_err(|e| ModelError::Run(e.to_string()))?;
         let outputs = self

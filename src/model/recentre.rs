@@ -28,6 +28,7 @@ use onnx_rs::ast::{
 };
 use ort::value::TensorRef;
 
+use crate::bf16::round_to_bf16;
 use crate::prep::{Frame, Normalization, PixelLayout, Preparer};
 use crate::runtime::Runtime;
 
@@ -194,13 +195,6 @@ pub struct Recentred {
 /// bf16 has 7 stored fraction bits.
 pub fn bf16_step(magnitude: f64) -> f64 {
     2f64.powi(magnitude.log2().floor() as i32 - 7)
-}
-
-/// `value` rounded to the nearest bf16 (ties to even), as f32.
-fn round_to_bf16(value: f32) -> f32 {
-    let bits = value.to_bits();
-    let rounded = bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) & 0xFFFF_0000;
-    f32::from_bits(rounded)
 }
 
 /// The channels to re-centre. A channel is chosen when it is large (its
@@ -1397,32 +1391,32 @@ fn apply<'p>(graph: &mut Graph<'p>, plan: &'p Plan) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::model::graph;
     use std::path::PathBuf;
 
-    fn top() -> PathBuf {
+    pub(crate) fn top() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
 
-    fn runtime() -> std::sync::Arc<Runtime> {
+    pub(crate) fn runtime() -> std::sync::Arc<Runtime> {
         crate::runtime::load(None, None, ort::logging::LogLevel::Warning)
             .expect("ONNX Runtime loads (make setup)")
             .runtime
     }
 
     /// U2NetP as the element prepares it, at `size` (None: its own).
-    fn u2netp(size: Option<(u32, u32)>) -> Vec<u8> {
+    pub(crate) fn u2netp(size: Option<(u32, u32)>) -> Vec<u8> {
         let bytes = std::fs::read(top().join("models/u2netp.onnx")).expect("models/u2netp.onnx");
         graph::prepare(&bytes, size)
             .expect("U2NetP is U2Net-shaped")
             .bytes
     }
 
-    /// Runs `bytes` on `input` (batch x 3 x h x w) on the plain CPU provider;
-    /// returns every output by name.
-    fn run(
+    /// Runs `bytes` on `input` (batch x channels x h x w) on the plain CPU
+    /// provider; returns every output by name.
+    pub(crate) fn run(
         runtime: &Runtime,
         bytes: &[u8],
         input: &[f32],
@@ -1432,7 +1426,8 @@ mod tests {
         let mut session =
             crate::model::providers::cpu::session(runtime, bytes, 0).expect("session");
         let name = session.inputs()[0].name().to_string();
-        let shape = [batch as i64, 3, i64::from(h), i64::from(w)];
+        let channels = input.len() / (batch * h as usize * w as usize).max(1);
+        let shape = [batch as i64, channels as i64, i64::from(h), i64::from(w)];
         let tensor = TensorRef::from_array_view((shape, input)).unwrap();
         let outputs = session.run(ort::inputs![name.as_str() => tensor]).unwrap();
         outputs
@@ -1445,8 +1440,13 @@ mod tests {
             .collect()
     }
 
+    /// A photo of `.deps/photos` prepared as the element does, in `layout`.
     #[cfg(feature = "cli")]
-    fn photo_input(name: &str, (h, w): (u32, u32)) -> Vec<f32> {
+    pub(crate) fn photo_input_as(
+        name: &str,
+        (h, w): (u32, u32),
+        layout: crate::prep::InputLayout,
+    ) -> Vec<f32> {
         let path = top().join(".deps/photos").join(name);
         let img = image::open(&path)
             .unwrap_or_else(|e| panic!("{}: {e} (make setup)", path.display()))
@@ -1458,10 +1458,15 @@ mod tests {
             stride: img.width() as usize * 3,
             layout: PixelLayout::RGB,
         };
-        let mut preparer = Preparer::new(w, h, Normalization::IMAGENET);
+        let mut preparer = Preparer::new(w, h, Normalization::IMAGENET).with_layout(layout);
         let mut input = vec![0.0; preparer.tensor_len()];
         preparer.prepare(&frame, &mut input).unwrap();
         input
+    }
+
+    #[cfg(feature = "cli")]
+    fn photo_input(name: &str, size: (u32, u32)) -> Vec<f32> {
+        photo_input_as(name, size, crate::prep::InputLayout::Planar)
     }
 
     fn shifts(list: &[(&str, usize, f32)]) -> Vec<Shift> {
@@ -1485,7 +1490,7 @@ mod tests {
         named(outputs, name).unwrap()
     }
 
-    fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    pub(crate) fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len());
         a.iter()
             .zip(b)
@@ -1598,7 +1603,12 @@ mod tests {
         assert!(difference < 1e-4, "320x320: max |d0 - ref| {difference}");
         // For bench/bf16_recentre_check.py.
         if let Some(path) = std::env::var_os("U2NETMATTE_WRITE_RECENTRED") {
-            std::fs::write(path, &done.bytes).unwrap();
+            std::fs::write(&path, &done.bytes).unwrap();
+            // And as the element runs it: the picture split in two parts.
+            let split = crate::model::split_input::split_input(&done.bytes).unwrap();
+            let mut split_path = path;
+            split_path.push(".split.onnx");
+            std::fs::write(split_path, split).unwrap();
         }
 
         // The channel itself now sits near 0 instead of 226.
@@ -1634,7 +1644,7 @@ mod tests {
     // A small graph: Conv+Relu (a, b) -> Concat -> Resize -> MaxPool -> a
     // Conv with asymmetric padding and stride 2 (output y); Conv+Relu (e) ->
     // Add (output z). Input dimensions are symbolic.
-    fn small_model() -> Vec<u8> {
+    pub(crate) fn small_model() -> Vec<u8> {
         use onnx_rs::ast::{Dimension, OperatorSetId, TensorShape, TensorShapeDimension};
         let mut seed = 1u64;
         let mut values = |n: usize| -> Vec<f32> {

@@ -36,7 +36,7 @@ use crate::engine::{Delivery, Engine, Policy};
 use crate::matte::Matter;
 use crate::model::{CudaOptions, Model, ModelOptions, ProviderUsed, names};
 use crate::motion::MotionEstimator;
-use crate::prep::{Normalization, Preparer};
+use crate::prep::{InputLayout, Normalization, Preparer};
 use crate::runtime;
 
 pub(super) static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
@@ -169,6 +169,8 @@ pub(super) struct Loaded {
     /// The model's input (width, height).
     pub input_size: (u32, u32),
     pub normalization: Normalization,
+    /// How frames are laid out in the model's input.
+    pub input_layout: InputLayout,
 }
 
 /// Three threads share the element: the sink pad's streaming thread
@@ -311,6 +313,14 @@ impl U2NetMatte {
         if let Some(recentring) = model.recentring() {
             gst::info!(CAT, imp = self, "bf16: {recentring}");
         }
+        if model.input_layout() == InputLayout::Bf16Split {
+            gst::info!(
+                CAT,
+                imp = self,
+                "bf16: the picture goes in as two bf16 parts, so that the first convolution \
+                 keeps its precision"
+            );
+        }
         if let Some(cuda) = model.cuda_description() {
             gst::info!(CAT, imp = self, "{cuda}");
         }
@@ -327,6 +337,7 @@ impl U2NetMatte {
             started.elapsed().as_millis()
         );
         let normalization = model.normalization();
+        let input_layout = model.input_layout();
         let engine = Engine::start(Box::new(model)).map_err(|e| {
             gst::error_msg!(
                 gst::CoreError::Thread,
@@ -340,6 +351,7 @@ impl U2NetMatte {
             provider,
             input_size: (width, height),
             normalization,
+            input_layout,
         })
     }
 
@@ -478,7 +490,9 @@ impl U2NetMatte {
             deliver,
         );
         let (width, height) = loaded.input_size;
-        *lock(&self.preparer) = Some(Preparer::new(width, height, loaded.normalization));
+        *lock(&self.preparer) = Some(
+            Preparer::new(width, height, loaded.normalization).with_layout(loaded.input_layout),
+        );
         let mut state = self.shared.lock();
         *state = super::state::State {
             config: Some(config),
