@@ -257,11 +257,31 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, limit: Duration) -> Result<(), Str
     result
 }
 
-/// Pulls every sample an appsink gets until EOS.
+/// Pulls every sample an appsink gets until EOS; panics with the error
+/// when the pipeline fails first (a failed pipeline never sends EOS: the
+/// test would wait for ever).
 pub fn collect_samples(sink: &gst_app::AppSink) -> Vec<gst::Sample> {
+    let mut top: gst::Object = sink.clone().upcast();
+    while let Some(parent) = top.parent() {
+        top = parent;
+    }
+    let bus = top.downcast::<gst::Pipeline>().ok().and_then(|p| p.bus());
     let mut samples = Vec::new();
-    while let Ok(s) = sink.pull_sample() {
-        samples.push(s);
+    loop {
+        if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
+            samples.push(s);
+            continue;
+        }
+        if sink.is_eos() {
+            break;
+        }
+        if let Some(msg) = bus
+            .as_ref()
+            .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
+            && let gst::MessageView::Error(e) = msg.view()
+        {
+            panic!("the pipeline failed: {} ({:?})", e.error(), e.debug());
+        }
     }
     samples
 }
