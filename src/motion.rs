@@ -88,9 +88,11 @@ pub struct Field {
     /// Pixels (indices) that show what `from` did not: their vector
     /// matches poorly and leads where another pixel's matches better.
     disoccluded: Vec<u32>,
-    /// Scratch: per pixel of `from`, the best (cost, pixel of `to`) whose
-    /// vector leads there.
-    claims: Vec<(u32, u32)>,
+    /// Scratch: per pixel of `to`, the pixel of `from` its vector leads to;
+    /// per pixel of `from`, the best (cost, pixel of `to`) whose vector
+    /// leads there.
+    targets: Vec<u32>,
+    claims: Vec<u64>,
     /// Scratch of [`open_region`].
     marks: Vec<u8>,
     /// No vector is non-zero: moving by it is a copy.
@@ -298,8 +300,11 @@ impl Sample {
                 y1 * width + x0,
                 y1 * width + x1,
             ],
-            fx: ((x - x0 as f32) * 256.0).round() as u32,
-            fy: ((y - y0 as f32) * 256.0).round() as u32,
+            // Both are at least 0: adding a half and truncating rounds,
+            // without a call to libm's roundf (x86_64's baseline has no
+            // rounding instruction).
+            fx: ((x - x0 as f32) * 256.0 + 0.5) as u32,
+            fy: ((y - y0 as f32) * 256.0 + 0.5) as u32,
         }
     }
 
@@ -713,7 +718,8 @@ fn choose_per_pixel(field: &mut Field, from: &Level, to: &Level) {
     }
     let (cols, rows) = (field.cols, field.rows);
     let mut distinct = Vec::with_capacity(9 + DOMINANT);
-    let (mut best, mut scratch, mut costs) = (Vec::new(), CostScratch::default(), Vec::new());
+    let (mut best_cost, mut best_choice) = (Vec::new(), Vec::new());
+    let (mut scratch, mut costs) = (CostScratch::default(), Vec::new());
     for by in 0..rows {
         for bx in 0..cols {
             let i = by * cols + bx;
@@ -728,21 +734,29 @@ fn choose_per_pixel(field: &mut Field, from: &Level, to: &Level) {
                 continue;
             }
             field.candidates(bx, by, &mut distinct);
-            best.clear();
-            best.resize((x1 - x0) * (y1 - y0), (own, u32::MAX));
-            for &v in &distinct {
+            // Per pixel, the least cost so far and which candidate has it
+            // (apart, so that the comparison is a select the compiler can
+            // make on many pixels at once); the first wins ties.
+            best_cost.clear();
+            best_cost.resize((x1 - x0) * (y1 - y0), u32::MAX);
+            best_choice.clear();
+            best_choice.resize(best_cost.len(), 0u8);
+            for (k, &v) in distinct.iter().enumerate() {
                 block_costs(from, to, (x0, y0, x1, y1), v, &mut scratch, &mut costs);
-                for (b, &c) in best.iter_mut().zip(&costs) {
-                    if c < b.1 {
-                        *b = (v, c);
-                    }
+                for ((b, choice), &c) in best_cost.iter_mut().zip(&mut best_choice).zip(&costs) {
+                    let better = c < *b;
+                    *b = if better { c } else { *b };
+                    *choice = if better { k as u8 } else { *choice };
                 }
             }
-            for (y, row) in (y0..y1).zip(best.chunks_exact(x1 - x0)) {
+            let rows = best_cost
+                .chunks_exact(x1 - x0)
+                .zip(best_choice.chunks_exact(x1 - x0));
+            for (y, (cost_row, choice_row)) in (y0..y1).zip(rows) {
                 let pixels = field.pixels[y * w + x0..y * w + x1].iter_mut();
                 let costs = field.costs[y * w + x0..y * w + x1].iter_mut();
-                for ((p, c), b) in pixels.zip(costs).zip(row) {
-                    (*p, *c) = *b;
+                for (((p, c), &cost), &choice) in pixels.zip(costs).zip(cost_row).zip(choice_row) {
+                    (*p, *c) = (distinct[usize::from(choice)], cost);
                 }
             }
         }
@@ -764,23 +778,37 @@ fn find_disoccluded(field: &mut Field) {
     if field.still {
         return;
     }
-    let (w, h) = (field.width, field.height);
-    let target = |i: usize, v: [f32; 2]| {
-        let x = ((i % w) as f32 + v[0]).round().clamp(0.0, (w - 1) as f32) as usize;
-        let y = ((i / w) as f32 + v[1]).round().clamp(0.0, (h - 1) as f32) as usize;
-        y * w + x
-    };
-    field.claims.clear();
-    field.claims.resize(w * h, (u32::MAX, u32::MAX));
-    for (i, (v, &c)) in field.pixels.iter().zip(&field.costs).enumerate() {
-        let claim = &mut field.claims[target(i, *v)];
-        if c < claim.0 {
-            *claim = (c, i as u32);
-        }
+    if field.costs.iter().all(|&c| c < DISOCCLUDED_COST) {
+        return;
     }
-    for (i, (v, &c)) in field.pixels.iter().zip(&field.costs).enumerate() {
-        let (best, by) = field.claims[target(i, *v)];
-        if by != i as u32 && c >= DISOCCLUDED_COST && c > 2 * best {
+    let (w, h) = (field.width, field.height);
+    // The nearest pixel, clamped to the picture (clamped first, a half added
+    // and truncated: no call to roundf for each of 100 000 pixels).
+    let (right, bottom) = ((w - 1) as f32, (h - 1) as f32);
+    field.targets.clear();
+    field
+        .targets
+        .extend(field.pixels.iter().enumerate().map(|(i, v)| {
+            let x = (((i % w) as f32 + v[0]).clamp(0.0, right) + 0.5) as usize;
+            let y = (((i / w) as f32 + v[1]).clamp(0.0, bottom) + 0.5) as usize;
+            (y * w + x) as u32
+        }));
+    // Each claim is (cost, pixel) in one u64: the least wins, and of equal
+    // costs the first pixel.
+    field.claims.clear();
+    field.claims.resize(w * h, u64::MAX);
+    for (i, (&t, &c)) in field.targets.iter().zip(&field.costs).enumerate() {
+        let claim = &mut field.claims[t as usize];
+        *claim = (*claim).min(u64::from(c) << 32 | i as u64);
+    }
+    for (i, (&t, &c)) in field.targets.iter().zip(&field.costs).enumerate() {
+        // Most pixels match well: they never look up their target.
+        if c < DISOCCLUDED_COST {
+            continue;
+        }
+        let claim = field.claims[t as usize];
+        let (best, by) = ((claim >> 32) as u32, claim as u32);
+        if by != i as u32 && c > 2 * best {
             field.disoccluded.push(i as u32);
         }
     }
@@ -850,9 +878,36 @@ fn block_costs(
             && x + dw as isize <= level.width as isize
             && y + dh as isize <= level.height as isize
     };
+    let whole = inside(left, top, to) && inside(left + vx, top + vy, from);
+    if whole && (dw, dh) == (BLOCK + 2, BLOCK + 2) {
+        // A whole block inside both pictures (nearly all of them): the same
+        // sums in arrays of fixed size, which the compiler unrolls.
+        const SIDE: usize = BLOCK + 2;
+        let mut rows = [[0u16; BLOCK]; SIDE];
+        for (y, sums) in rows.iter_mut().enumerate() {
+            let ty = (top + y as isize) as usize;
+            let fy = (top + vy + y as isize) as usize;
+            let t = &to.luma[ty * to.width + left as usize..][..SIDE];
+            let f = &from.luma[fy * from.width + (left + vx) as usize..][..SIDE];
+            let mut d = [0u16; SIDE];
+            for ((d, a), b) in d.iter_mut().zip(t).zip(f) {
+                *d = u16::from(a.abs_diff(*b));
+            }
+            for (x, s) in sums.iter_mut().enumerate() {
+                *s = d[x] + d[x + 1] + d[x + 2];
+            }
+        }
+        costs.clear();
+        for y in 0..BLOCK {
+            costs.extend((0..BLOCK).map(|x| {
+                u32::from(rows[y][x]) + u32::from(rows[y + 1][x]) + u32::from(rows[y + 2][x])
+            }));
+        }
+        return;
+    }
     let diffs = &mut scratch.diffs;
     diffs.clear();
-    if inside(left, top, to) && inside(left + vx, top + vy, from) {
+    if whole {
         for y in 0..dh {
             let (ty, fy) = (
                 (top + y as isize) as usize,

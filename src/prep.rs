@@ -206,11 +206,14 @@ impl Preparer {
     pub fn small_rgb(&self, layout: PixelLayout, out: &mut Vec<u8>) {
         let [r, g, b] = layout.rgb;
         out.clear();
-        out.extend(
-            self.small
-                .chunks_exact(layout.bytes_per_pixel)
-                .flat_map(|px| [px[r], px[g], px[b]]),
-        );
+        if layout == PixelLayout::RGB {
+            out.extend_from_slice(&self.small);
+            return;
+        }
+        out.reserve(self.small.len() / layout.bytes_per_pixel * 3);
+        for px in self.small.chunks_exact(layout.bytes_per_pixel) {
+            out.extend_from_slice(&[px[r], px[g], px[b]]);
+        }
     }
 
     fn resize(&mut self, frame: &Frame) -> Result<(), PrepError> {
