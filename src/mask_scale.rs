@@ -7,8 +7,9 @@
 //! passes took about as long as preparing the frame, and all of it is time
 //! the model does not run. Most of a mask is flat (0 around the subject, 255
 //! inside it), so most of that work decides nothing: here the full-size rows
-//! are made in chunks of [`CHUNK`] pixels, and a chunk whose source values
-//! all lie in a narrow range first gets the bounds its output must lie in.
+//! are made in chunks of [`CHUNK`] pixels, and each chunk first gets the
+//! bounds its output must lie in, from its source values (narrow where the
+//! mask is flat).
 //! A mode that needs no more (a composite chunk wholly above or below the
 //! threshold, an alpha chunk of one value) handles it without computing a
 //! value, and without reading a pixel where nothing changes.

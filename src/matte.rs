@@ -95,8 +95,8 @@ pub enum MatteError {
     },
     #[error("mode {0:?} needs the input frame")]
     NoInput(Mode),
-    #[error("resizing the mask failed: {0}")]
-    Resize(String),
+    #[error("blurring the background failed: {0}")]
+    Blur(String),
 }
 
 /// Builds output frames; keeps its scratch buffers between frames.
@@ -213,7 +213,7 @@ impl Matter {
             radius as usize,
             &mut self.blurred,
         ) {
-            return Err(MatteError::Resize(e.to_string()));
+            return Err(MatteError::Blur(e.to_string()));
         }
         out.data
             .par_chunks_mut(out.stride)

@@ -300,9 +300,10 @@ impl Sample {
                 y1 * width + x0,
                 y1 * width + x1,
             ],
-            // Both are at least 0: adding a half and truncating rounds,
-            // without a call to libm's roundf (x86_64's baseline has no
-            // rounding instruction).
+            // Both are at least 0: adding a half and truncating rounds to
+            // the nearest 1/256 (half up; within an f32 step below a half
+            // it may round up too) without a call to libm's roundf
+            // (x86_64's baseline has no rounding instruction).
             fx: ((x - x0 as f32) * 256.0 + 0.5) as u32,
             fy: ((y - y0 as f32) * 256.0 + 0.5) as u32,
         }
@@ -783,7 +784,9 @@ fn find_disoccluded(field: &mut Field) {
     }
     let (w, h) = (field.width, field.height);
     // The nearest pixel, clamped to the picture (clamped first, a half added
-    // and truncated: no call to roundf for each of 100 000 pixels).
+    // and truncated: no call to roundf for each of 100 000 pixels). It
+    // differs from roundf only a hair below a half, which a pixel's place
+    // plus a vector (whole pixels and a parabola's fraction) does not reach.
     let (right, bottom) = ((w - 1) as f32, (h - 1) as f32);
     field.targets.clear();
     field

@@ -48,11 +48,37 @@ pub fn split_input(bytes: &[u8]) -> Result<Vec<u8>, String> {
     }
     let graph = model.graph.as_ref().ok_or("the model holds no graph")?;
     let input = picture_input(graph)?;
+    // A subgraph (If, Loop, Scan) may read the picture from this graph
+    // under its name, unseen by the readers counted here.
+    if let Some(node) = graph.node.iter().find(|n| {
+        n.attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty())
+    }) {
+        return Err(format!(
+            "it has a subgraph ({} {})",
+            node.op_type.as_str(),
+            node.name
+        ));
+    }
     let (readers, weights) = readers_of(graph, input)?;
+    // Before ONNX IR 4 every initializer is also a graph input: a weight
+    // replaced here would be left as an input that nothing fills.
+    if let Some((name, ..)) = weights
+        .iter()
+        .find(|(name, ..)| graph.input.iter().any(|i| i.name == name))
+    {
+        return Err(format!(
+            "its weight {name} is also a graph input (ONNX IR before 4)"
+        ));
+    }
 
     // Names that the graph does not use yet.
     let taken = |name: &str| {
-        graph.node.iter().any(|n| n.output.contains(&name))
+        graph
+            .node
+            .iter()
+            .any(|n| n.name == name || n.output.contains(&name))
             || graph.initializer.iter().any(|t| t.name() == name)
             || graph.input.iter().any(|i| i.name == name)
     };
@@ -354,6 +380,29 @@ mod tests {
         );
         let garbage = split_input(b"not a model").unwrap_err();
         assert!(garbage.starts_with("not a valid ONNX model"), "{garbage}");
+    }
+
+    /// Before ONNX IR 4 the weights were graph inputs too: replacing one
+    /// would leave an input that nothing fills.
+    #[test]
+    fn a_weight_listed_as_a_graph_input_is_refused() {
+        let bytes = crate::model::recentre::tests::small_model();
+        let mut model = onnx_rs::parse(&bytes).unwrap();
+        let graph = model.graph.as_mut().unwrap();
+        let weight = graph
+            .node
+            .iter()
+            .find(|n| n.input.first() == Some(&"x"))
+            .map(|n| n.input[1])
+            .unwrap();
+        let mut listed = graph.input[0].clone();
+        listed.name = weight;
+        graph.input.push(listed);
+        let refused = split_input(&onnx_rs::encode(&model)).unwrap_err();
+        assert_eq!(
+            refused,
+            format!("its weight {weight} is also a graph input (ONNX IR before 4)")
+        );
     }
 
     #[test]

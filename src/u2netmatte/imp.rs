@@ -34,7 +34,7 @@ use super::state::{Shared, Smoothing, StreamConfig};
 use super::{U2NetMatteConvSearch, U2NetMatteMode, U2NetMattePrecision, U2NetMatteProvider, caps};
 use crate::engine::{Delivery, Engine, Policy};
 use crate::matte::Matter;
-use crate::model::{CudaOptions, Model, ModelOptions, ProviderUsed, names};
+use crate::model::{CudaOptions, Model, ModelOptions, Precision, ProviderUsed, names};
 use crate::motion::MotionEstimator;
 use crate::prep::{InputLayout, Normalization, Preparer};
 use crate::runtime;
@@ -313,7 +313,14 @@ impl U2NetMatte {
         if let Some(recentring) = model.recentring() {
             gst::info!(CAT, imp = self, "bf16: {recentring}");
         }
-        if model.input_layout() == InputLayout::Bf16Split {
+        // The split graph is exact in fp32 too: said only where bf16 runs.
+        let runs_bf16 = matches!(
+            model.provider(),
+            ProviderUsed::OpenVino {
+                precision: Precision::Bf16
+            }
+        );
+        if runs_bf16 && model.input_layout() == InputLayout::Bf16Split {
             gst::info!(
                 CAT,
                 imp = self,

@@ -257,9 +257,15 @@ pub fn run_pipeline(pipeline: &gst::Pipeline, limit: Duration) -> Result<(), Str
     result
 }
 
+/// Longest wait for an appsink's next sample: the model takes up to a
+/// second a frame on a slow CPU; minutes mean the pipeline is stuck.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Pulls every sample an appsink gets until EOS; panics with the error
 /// when the pipeline fails first (a failed pipeline never sends EOS: the
-/// test would wait for ever).
+/// test would wait for ever), or when no sample came for [`STALL`]. It
+/// takes the pipeline's bus messages while it waits: other messages than
+/// errors are dropped.
 pub fn collect_samples(sink: &gst_app::AppSink) -> Vec<gst::Sample> {
     let mut top: gst::Object = sink.clone().upcast();
     while let Some(parent) = top.parent() {
@@ -267,14 +273,21 @@ pub fn collect_samples(sink: &gst_app::AppSink) -> Vec<gst::Sample> {
     }
     let bus = top.downcast::<gst::Pipeline>().ok().and_then(|p| p.bus());
     let mut samples = Vec::new();
+    let mut last = std::time::Instant::now();
     loop {
         if let Some(s) = sink.try_pull_sample(gst::ClockTime::from_mseconds(200)) {
             samples.push(s);
+            last = std::time::Instant::now();
             continue;
         }
         if sink.is_eos() {
             break;
         }
+        assert!(
+            last.elapsed() < STALL,
+            "no sample for {STALL:?} after {} samples, and no EOS",
+            samples.len()
+        );
         if let Some(msg) = bus
             .as_ref()
             .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
