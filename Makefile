@@ -104,7 +104,7 @@ bench: setup rembg-venv
 # and the flicker of its masks on a real clip (not a test).
 bench-live: setup
 	$(CARGO) bench --bench live
-	LIVE_PROPS="precision=bf16" $(CARGO) bench --bench live
+	LIVE_PROPS="precision=bf16" FLICKER_FRAMES=0 $(CARGO) bench --bench live
 
 # Borrowed masks moved with the picture on real clips (vtest.avi,
 # Megamind.avi): 1-IoU against each frame's own mask at mask ages 200-600

@@ -4,9 +4,11 @@
 //! its masks on a real clip. Prints markdown tables. Not a test: the
 //! figures depend on the machine.
 //!
-//! Environment: LIVE_SECONDS (default 20), LIVE_PROPS (extra element
-//! properties for the live runs), FLICKER_FRAMES (frames of vtest.avi,
-//! default 150), BENCH_TOP (the project folder, default where it was built).
+//! Environment: LIVE_SECONDS (default 20; 0 skips the live runs),
+//! LIVE_PROPS (extra element properties for the live runs), FLICKER_FRAMES
+//! (frames of each clip, default 150; 0 skips the stability table),
+//! FLICKER_CLIPS (clips in .deps/clips, default vtest.avi,Megamind.avi),
+//! BENCH_TOP (the project folder, default where it was built).
 
 mod common;
 
@@ -137,12 +139,18 @@ type Frames = Vec<(u64, Vec<u8>)>;
 
 /// Decoded RGB frames and masks of the first `frames` of a clip at
 /// `smoothing`, each with its PTS: (width, height, rgb frames, masks).
-fn clip_masks(clip: &str, frames: u64, smoothing: f64) -> (usize, usize, Frames, Frames) {
+fn clip_masks(
+    clip: &str,
+    frames: u64,
+    smoothing: f64,
+    motion: bool,
+) -> (usize, usize, Frames, Frames) {
     let pipeline = common::pipeline(&format!(
         "filesrc location={clip} ! decodebin ! identity eos-after={frames} ! videoconvert ! \
          video/x-raw,format=RGB ! tee name=t \
          t. ! queue max-size-buffers=0 max-size-bytes=0 max-size-time=0 ! appsink name=rgb sync=false \
-         t. ! queue ! u2netmatte mode=mask temporal-smoothing={smoothing} ! appsink name=mask sync=false"
+         t. ! queue ! u2netmatte mode=mask temporal-smoothing={smoothing} motion-compensation={motion} ! \
+         appsink name=mask sync=false"
     ));
     let sink = |name: &str| common::app_sink(&pipeline, name);
     let (rgb_sink, mask_sink) = (sink("rgb"), sink("mask"));
@@ -331,6 +339,72 @@ fn main() {
     let seconds = common::env_u64("LIVE_SECONDS", 20);
     let extra = std::env::var("LIVE_PROPS").unwrap_or_default();
 
+    if seconds > 0 {
+        live_table(seconds, &extra);
+    }
+
+    let frames = common::env_u64("FLICKER_FRAMES", 150);
+    if frames > 0 {
+        let clips =
+            std::env::var("FLICKER_CLIPS").unwrap_or_else(|_| "vtest.avi,Megamind.avi".to_string());
+        for clip in clips.split(',') {
+            temporal_stability(clip, frames);
+        }
+    }
+    inference_sizes();
+}
+
+/// Flicker and drift of `temporal-smoothing` at a few weights, with and
+/// without `motion-compensation`, on the first `frames` of a clip.
+fn temporal_stability(name: &str, frames: u64) {
+    let clip = format!("{}/.deps/clips/{name}", common::top());
+    println!("\n## Temporal stability: first {frames} frames of {name}, mode=mask\n");
+    println!(
+        "flicker: mean |alpha_t - alpha_t-1| where the 3x3-blurred picture changed < 3 levels; drift: mean |alpha - per-frame alpha|\n"
+    );
+    println!("| temporal-smoothing | motion-compensation | flicker | vs per-frame | drift |");
+    println!("|---|---|---|---|---|");
+    let (w, h, rgb, per_frame) = clip_masks(&clip, frames, 0.0, false);
+    let settings: Vec<(f64, bool)> = [0.5, 0.8, 0.9]
+        .into_iter()
+        .flat_map(|s| [(s, false), (s, true)])
+        .collect();
+    let runs: Vec<Frames> = settings
+        .iter()
+        .map(|&(s, motion)| clip_masks(&clip, frames, s, motion).3)
+        .collect();
+    // The frames every run has (an appsink may get EOS a frame early).
+    let common: Vec<u64> = rgb
+        .iter()
+        .map(|(pts, _)| *pts)
+        .filter(|pts| {
+            std::iter::once(&per_frame)
+                .chain(&runs)
+                .all(|r| r.iter().any(|(p, _)| p == pts))
+        })
+        .collect();
+    let pick = |r: &Frames| -> Vec<Vec<u8>> {
+        common
+            .iter()
+            .map(|pts| r.iter().find(|(p, _)| p == pts).unwrap().1.clone())
+            .collect()
+    };
+    let (rgb, per_frame) = (pick(&rgb), pick(&per_frame));
+    let base = flicker(w, h, &rgb, &per_frame);
+    println!("| 0 | - | {base:.4} | 100 % | 0 |");
+    for ((smoothing, motion), run) in settings.into_iter().zip(&runs) {
+        let masks = pick(run);
+        let f = flicker(w, h, &rgb, &masks);
+        println!(
+            "| {smoothing} | {motion} | {f:.4} | {:.0} % | {:.4} |",
+            100.0 * f / base,
+            drift(&masks, &per_frame)
+        );
+    }
+}
+
+/// The live runs: default properties and `keep-up=false`.
+fn live_table(seconds: u64, extra: &str) {
     println!(
         "## Live: videotestsrc 640x480 RGBA at 30 fps, {seconds} s, into fakesink sync=true\n"
     );
@@ -357,47 +431,4 @@ fn main() {
         );
         let _ = f.frames;
     }
-
-    let clip = format!("{}/.deps/clips/vtest.avi", common::top());
-    let frames = common::env_u64("FLICKER_FRAMES", 150);
-    println!("\n## Temporal stability: first {frames} frames of vtest.avi (768x576), mode=mask\n");
-    println!(
-        "flicker: mean |alpha_t - alpha_t-1| where the 3x3-blurred picture changed < 3 levels; drift: mean |alpha - per-frame alpha|\n"
-    );
-    println!("| temporal-smoothing | flicker | vs per-frame | drift |");
-    println!("|---|---|---|---|");
-    let (w, h, rgb, per_frame) = clip_masks(&clip, frames, 0.0);
-    let runs: Vec<Frames> = [0.5, 0.8]
-        .iter()
-        .map(|&s| clip_masks(&clip, frames, s).3)
-        .collect();
-    // The frames every run has (an appsink may get EOS a frame early).
-    let common: Vec<u64> = rgb
-        .iter()
-        .map(|(pts, _)| *pts)
-        .filter(|pts| {
-            std::iter::once(&per_frame)
-                .chain(&runs)
-                .all(|r| r.iter().any(|(p, _)| p == pts))
-        })
-        .collect();
-    let pick = |r: &Frames| -> Vec<Vec<u8>> {
-        common
-            .iter()
-            .map(|pts| r.iter().find(|(p, _)| p == pts).unwrap().1.clone())
-            .collect()
-    };
-    let (rgb, per_frame) = (pick(&rgb), pick(&per_frame));
-    let base = flicker(w, h, &rgb, &per_frame);
-    println!("| 0 | {base:.4} | 100 % | 0 |");
-    for (smoothing, run) in [0.5, 0.8].into_iter().zip(&runs) {
-        let masks = pick(run);
-        let f = flicker(w, h, &rgb, &masks);
-        println!(
-            "| {smoothing} | {f:.4} | {:.0} % | {:.4} |",
-            100.0 * f / base,
-            drift(&masks, &per_frame)
-        );
-    }
-    inference_sizes();
 }
