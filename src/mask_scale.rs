@@ -107,6 +107,23 @@ impl Taps {
             filters: Vec::with_capacity(dst as usize),
             coeffs: Vec::new(),
         };
+        if src == dst {
+            // Pillow leaves a side of the same size alone: each output is
+            // its source (the general window would give the same values
+            // from six rows, and wider bounds).
+            let one = 1 << PRECISION_BITS;
+            taps.coeffs = vec![one; dst as usize];
+            taps.filters = (0..dst as usize)
+                .map(|i| Filter {
+                    start: i,
+                    offset: i,
+                    len: 1,
+                    sum: i64::from(one),
+                    negative: 0,
+                })
+                .collect();
+            return taps;
+        }
         let mut weights = Vec::new();
         for y in 0..dst {
             let center = (f64::from(y) + 0.5) * scale;
