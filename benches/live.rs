@@ -412,7 +412,7 @@ fn live_table(seconds: u64, extra: &str) {
         "| element properties | out fps | own latency ms | pipeline latency ms | most late ms (after running time) | over the latency ms | mean mask age ms |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for props in [String::new(), "keep-up=false".to_string()] {
+    for props in ["", "motion-compensation=false", "keep-up=false"] {
         let props = format!("{props} {extra}").trim().to_string();
         let f = live_run(&props, seconds);
         println!(

@@ -17,6 +17,12 @@
 //! there no motion explains the new picture, and both masks are of
 //! another shot; the main columns are the pairs within one shot.
 //!
+//! Last, `temporal-smoothing` on the same frames and masks (the
+//! element's `TemporalSmoother`, which works at the model's size): flicker
+//! where the picture is still (as `make bench-live` measures it on the
+//! element's output) and along the motion where the picture moved, which
+//! only an average that follows the motion can lower.
+//!
 //! Environment: MOTION_FRAMES (frames of each clip, default 200),
 //! MOTION_RUNS (timing runs, default 5), MOTION_CACHE (a folder to keep
 //! the model's masks in between runs), BENCH_TOP (the project folder).
@@ -27,8 +33,9 @@ use std::time::Instant;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gstu2netmatte::motion::MotionEstimator;
+use gstu2netmatte::motion::{Field, MotionEstimator};
 use gstu2netmatte::prep::{Frame, Normalization, PixelLayout, Preparer};
+use gstu2netmatte::temporal::{TemporalSmoother, box_blur_3x3};
 
 const MODEL_SIDE: u32 = 320;
 const AGES_MS: [u64; 5] = [200, 300, 400, 500, 600];
@@ -292,6 +299,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut timings = Vec::new();
+    let mut smoothing = Vec::new();
     for clip in ["vtest.avi", "Megamind.avi"] {
         let path = format!("{}/.deps/clips/{clip}", common::top());
         let (decoded, fps) = decode(&path, frames);
@@ -325,6 +333,7 @@ fn main() {
             );
         }
         timings.push((clip, timing(&decoded, &small, &masks, runs)));
+        smoothing.push((clip, small, masks));
     }
     println!(
         "\n## Cost of the motion step a frame, 640x480 frames (small copy, estimate, move, mean shift); median of {runs} runs\n"
@@ -333,5 +342,138 @@ fn main() {
     println!("|---|---|");
     for (clip, ms) in timings {
         println!("| {clip} | {ms:.2} |");
+    }
+    println!(
+        "\n## temporal-smoothing on the same frames and masks, at the model's size: flicker \
+         (mean |alpha_t - alpha_t-1|) where the 3x3-blurred picture changed < 3 levels, and \
+         along the motion where the picture moved (changed >= 8 levels, < 3 once moved), as \
+         shares of the per-frame masks'; drift: mean |alpha - per-frame alpha|\n"
+    );
+    println!(
+        "| clip | temporal-smoothing | motion-compensation | flicker, still | flicker along the motion | drift |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (clip, small, masks) in smoothing {
+        smoothing_rows(clip, &small, &masks);
+    }
+}
+
+/// The 3x3-blurred picture, per frame (as `temporal-smoothing` sees it).
+fn blurred_frames(small: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    small
+        .iter()
+        .map(|f| {
+            let mut out = Vec::new();
+            box_blur_3x3(f, MODEL_SIDE, MODEL_SIDE, &mut out);
+            out
+        })
+        .collect()
+}
+
+/// The largest change among R, G and B at pixel `p`.
+fn change_at(a: &[u8], b: &[u8], p: usize) -> u8 {
+    (0..3)
+        .map(|c| a[3 * p + c].abs_diff(b[3 * p + c]))
+        .max()
+        .unwrap()
+}
+
+/// Where flicker is measured between frame t - 1 and t: the pixels whose
+/// picture did not change (`still`, as `make bench-live` counts), and the
+/// pixels whose picture changed by a motion that explains it (`moving`:
+/// changed by 8 levels or more where it is, by less than 3 once frame t - 1
+/// is moved along the motion), with that motion.
+struct FlickerPixels {
+    still: Vec<bool>,
+    moving: Vec<bool>,
+    field: Option<Field>,
+}
+
+fn flicker_pixels(small: &[Vec<u8>], blurred: &[Vec<u8>]) -> Vec<FlickerPixels> {
+    let pixels = (MODEL_SIDE * MODEL_SIDE) as usize;
+    let mut estimator = MotionEstimator::new();
+    let mut moved = Vec::new();
+    (1..small.len())
+        .map(|t| {
+            let (now, before) = (&blurred[t], &blurred[t - 1]);
+            let field = estimator
+                .estimate(&small[t - 1], &small[t], MODEL_SIDE, MODEL_SIDE)
+                .cloned();
+            let still = (0..pixels).map(|p| change_at(now, before, p) < 3).collect();
+            let moving = match &field {
+                Some(field) => {
+                    field.warp_u8(before, 3, &mut moved);
+                    (0..pixels)
+                        .map(|p| change_at(now, before, p) >= 8 && change_at(now, &moved, p) < 3)
+                        .collect()
+                }
+                None => vec![false; pixels],
+            };
+            FlickerPixels {
+                still,
+                moving,
+                field,
+            }
+        })
+        .collect()
+}
+
+/// Mean |alpha_t - alpha_t-1| (alpha in 0..1) over the still pixels, and
+/// over the moving ones with alpha_t-1 moved along the motion.
+fn flicker(masks: &[Vec<u8>], at: &[FlickerPixels]) -> (f64, f64) {
+    let (mut still, mut moving) = ((0.0, 0u64), (0.0, 0u64));
+    let mut moved = Vec::new();
+    for (t, px) in (1..masks.len()).zip(at) {
+        for (p, _) in px.still.iter().enumerate().filter(|(_, s)| **s) {
+            still.0 += f64::from(masks[t][p].abs_diff(masks[t - 1][p])) / 255.0;
+            still.1 += 1;
+        }
+        if let Some(field) = &px.field {
+            field.warp_mask(&masks[t - 1], &mut moved);
+            for (p, _) in px.moving.iter().enumerate().filter(|(_, m)| **m) {
+                moving.0 += f64::from(masks[t][p].abs_diff(moved[p])) / 255.0;
+                moving.1 += 1;
+            }
+        }
+    }
+    let mean = |(sum, count): (f64, u64)| sum / count.max(1) as f64;
+    (mean(still), mean(moving))
+}
+
+/// `temporal-smoothing` (the element's `TemporalSmoother`, at the model's
+/// size, on the model's own masks) at 0.8 and 0.9, with and without
+/// `motion-compensation`: flicker where the picture is still and along
+/// the motion where it moves, as shares of the per-frame masks', and the
+/// drift from them. Prints table rows.
+fn smoothing_rows(clip: &str, small: &[Vec<u8>], masks: &[Vec<u8>]) {
+    let blurred = blurred_frames(small);
+    let at = flicker_pixels(small, &blurred);
+    let (still, moving) = flicker(masks, &at);
+    for strength in [0.8, 0.9] {
+        for follow in [false, true] {
+            let mut smoother = TemporalSmoother::new();
+            let smoothed: Vec<Vec<u8>> = small
+                .iter()
+                .zip(masks)
+                .map(|(rgb, mask)| {
+                    let mut mask = mask.clone();
+                    smoother.smooth(strength, follow, rgb, &mut mask, MODEL_SIDE, MODEL_SIDE);
+                    mask
+                })
+                .collect();
+            let (s, m) = flicker(&smoothed, &at);
+            let drift = smoothed
+                .iter()
+                .zip(masks)
+                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| f64::from(x.abs_diff(*y))))
+                .sum::<f64>()
+                / 255.0
+                / (smoothed.len() * (MODEL_SIDE * MODEL_SIDE) as usize) as f64;
+            println!(
+                "| {clip} | {strength} | {follow} | {:.0} % | {:.0} % | {drift:.4} |",
+                100.0 * s / still,
+                100.0 * m / moving
+            );
+        }
     }
 }

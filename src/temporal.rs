@@ -12,12 +12,15 @@
 //! changed) starts afresh.
 //!
 //! With `follow_motion`, the last mask (and the last picture it is compared
-//! with) is first moved along with the picture's motion since
-//! ([`crate::motion`]): where something moved and the motion explains the
-//! new picture, the average goes on there too, following the subject,
-//! instead of starting afresh at each frame; only what the motion does not
-//! explain (something uncovered, a new shape) follows the new mask at once.
-//! A camera pan is then no cut either.
+//! with) is also moved along with the picture's motion since
+//! ([`crate::motion`]), and each pixel goes on from whichever past, moved
+//! or as it was, matches its new picture better: where something moved and
+//! the motion explains the new picture, the average goes on there too,
+//! following the subject, instead of starting afresh at each frame; a still
+//! pixel beside a moving edge keeps its own average (a block's motion must
+//! not hand it a neighbour's); only what neither explains (something
+//! uncovered, a new shape) follows the new mask at once. A camera pan is
+//! then no cut either.
 //!
 //! It works at the model's size, on the frames the masks were computed from
 //! (blurred 3x3, so that noise does not count as motion).
@@ -90,14 +93,32 @@ impl TemporalSmoother {
             self.restart(rgb, follow_motion, mask, width, height);
             return;
         }
-        if follow_motion {
-            self.follow(rgb, width, height);
-        } else {
+        let moved = follow_motion && self.follow(rgb, width, height);
+        if !follow_motion {
             self.previous_raw.clear();
         }
-        if self.moved_fraction() > CUT_FRACTION {
+        if self.moved_fraction(moved) > CUT_FRACTION {
             self.restart(rgb, follow_motion, mask, width, height);
             return;
+        }
+        if moved {
+            // Each pixel goes on from the past that explains its picture
+            // best: moved where the motion does, as it was where the
+            // picture stayed (a still pixel next to a moving edge keeps
+            // its own average instead of taking a neighbour's).
+            for ((((prev, prev_rgb), moved_mask), moved_rgb), now) in self
+                .previous_mask
+                .iter_mut()
+                .zip(self.previous_rgb.chunks_exact_mut(3))
+                .zip(&self.moved_mask)
+                .zip(self.moved_rgb.chunks_exact(3))
+                .zip(self.blurred.chunks_exact(3))
+            {
+                if channel_change(now, moved_rgb) < channel_change(now, prev_rgb) {
+                    *prev = *moved_mask;
+                    prev_rgb.copy_from_slice(moved_rgb);
+                }
+            }
         }
         for (((m, prev), now), before) in mask[..pixels]
             .iter_mut()
@@ -116,19 +137,19 @@ impl TemporalSmoother {
     }
 
     /// Moves the last mask and picture along with the motion from the
-    /// last frame to `rgb`, where that frame is known.
-    fn follow(&mut self, rgb: &[u8], width: u32, height: u32) {
+    /// last frame to `rgb` into `moved_mask` and `moved_rgb`, where that
+    /// frame is known and something moved; false where nothing did.
+    fn follow(&mut self, rgb: &[u8], width: u32, height: u32) -> bool {
         let Some(field) = self
             .motion
             .estimate(&self.previous_raw, rgb, width, height)
             .filter(|f| !f.is_still())
         else {
-            return;
+            return false;
         };
         field.warp_mask_f32(&self.previous_mask, &mut self.moved_mask);
         field.warp_u8(&self.previous_rgb, 3, &mut self.moved_rgb);
-        std::mem::swap(&mut self.previous_mask, &mut self.moved_mask);
-        std::mem::swap(&mut self.previous_rgb, &mut self.moved_rgb);
+        true
     }
 
     fn keep_raw(&mut self, rgb: &[u8], follow_motion: bool, pixels: usize) {
@@ -138,20 +159,25 @@ impl TemporalSmoother {
         }
     }
 
-    /// Share of pixels that moved between the last frame and the blurred
-    /// one in `self.blurred`.
-    fn moved_fraction(&self) -> f32 {
+    /// Share of pixels that changed between the last frame (as it was, or
+    /// moved along with the motion where `moved`: a pan is no cut) and the
+    /// blurred one in `self.blurred`.
+    fn moved_fraction(&self, moved: bool) -> f32 {
         let pixels = self.blurred.len() / 3;
         if pixels == 0 {
             return 0.0;
         }
-        let moved = self
-            .blurred
-            .chunks_exact(3)
-            .zip(self.previous_rgb.chunks_exact(3))
-            .filter(|(now, before)| channel_change(now, before) >= MOTION_LEVELS)
-            .count();
-        moved as f32 / pixels as f32
+        let changed = |p: usize| {
+            let now = &self.blurred[3 * p..3 * p + 3];
+            let still = channel_change(now, &self.previous_rgb[3 * p..3 * p + 3]);
+            if moved {
+                still.min(channel_change(now, &self.moved_rgb[3 * p..3 * p + 3]))
+            } else {
+                still
+            }
+        };
+        let count = (0..pixels).filter(|&p| changed(p) >= MOTION_LEVELS).count();
+        count as f32 / pixels as f32
     }
 
     fn restart(&mut self, rgb: &[u8], follow_motion: bool, mask: &[u8], width: u32, height: u32) {
@@ -264,6 +290,97 @@ mod tests {
         let at = |x: usize, y: usize| mask[y * W as usize + x];
         assert_eq!(at(0, 3), 255, "moved: the new mask");
         assert_eq!(at(W as usize - 1, 3), 51, "still: 0.8 * 0 + 0.2 * 255");
+    }
+
+    /// A textured disc of radius 20 centred at (`cx`, 80) over a still
+    /// textured background, 160x160.
+    fn disc_scene(cx: f32) -> Vec<u8> {
+        let texture = |x: i32, y: i32| {
+            let h = (x.wrapping_mul(73_856_093) ^ y.wrapping_mul(19_349_663)) as u32;
+            (h.wrapping_mul(2_654_435_761) >> 27) as f32 * 4.0
+        };
+        let mut rgb = Vec::new();
+        for y in 0..160 {
+            for x in 0..160 {
+                let (dx, dy) = (x as f32 - cx, y as f32 - 80.0);
+                let [r, g, b] = if dx.hypot(dy) <= 20.0 {
+                    // The disc's texture moves with it.
+                    let t = texture(dx.round() as i32 / 2, dy.round() as i32 / 2);
+                    [170.0 + t, 150.0 + t, 120.0 + t]
+                } else {
+                    let t = texture(x / 2, y / 2);
+                    [t, 30.0 + t, 20.0 + t]
+                };
+                rgb.extend([r as u8, g as u8, b as u8]);
+            }
+        }
+        rgb
+    }
+
+    #[test]
+    fn following_motion_the_average_moves_with_the_subject_and_still_pixels_keep_their_own() {
+        const SIDE: u32 = 160;
+        let (before, after) = (disc_scene(60.0), disc_scene(70.0));
+        let distance = |x: u32, y: u32, cx: f32| (x as f32 - cx).hypot(y as f32 - 80.0);
+        // The background's mask has a pattern, so that a pixel that took a
+        // neighbour's average would show.
+        let first: Vec<u8> = (0..SIDE * SIDE)
+            .map(|i| {
+                let (x, y) = (i % SIDE, i / SIDE);
+                if distance(x, y, 60.0) <= 20.0 {
+                    255
+                } else {
+                    (x % 7 * 10) as u8
+                }
+            })
+            .collect();
+        let second: Vec<u8> = (0..SIDE * SIDE)
+            .map(|i| {
+                if distance(i % SIDE, i / SIDE, 70.0) <= 20.0 {
+                    155
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let smoothed = |follow: bool| {
+            let mut s = TemporalSmoother::new();
+            let mut mask = first.clone();
+            s.smooth(0.8, follow, &before, &mut mask, SIDE, SIDE);
+            assert_eq!(mask, first, "the first mask is taken as it is");
+            let mut mask = second.clone();
+            s.smooth(0.8, follow, &after, &mut mask, SIDE, SIDE);
+            mask
+        };
+        let (followed, unmoved) = (smoothed(true), smoothed(false));
+        let mut inside = Vec::new();
+        for y in 0..SIDE {
+            for x in 0..SIDE {
+                let i = (y * SIDE + x) as usize;
+                let (old, new) = (distance(x, y, 60.0), distance(x, y, 70.0));
+                if new <= 17.0 {
+                    // Inside the disc: its average came along with it
+                    // (0.8 * 255 + 0.2 * 155 = 235; less where the moved
+                    // picture is a level or two off and weighs less),
+                    // not started afresh (155).
+                    assert!(followed[i] > 175, "({x}, {y}) followed: {}", followed[i]);
+                    inside.push(f32::from(followed[i]));
+                    if old > 21.0 {
+                        // Where the disc came to, the picture changed: not
+                        // following, the mask starts afresh.
+                        assert_eq!(unmoved[i], 155, "({x}, {y}) unmoved");
+                    }
+                } else if old > 23.0 && new > 23.0 {
+                    // Still background, also beside the moving edge: its
+                    // own average, not a neighbour's moved one.
+                    let own = (0.8 * f32::from(first[i])).round() as u8;
+                    assert_eq!(followed[i], own, "({x}, {y}) followed");
+                    assert_eq!(unmoved[i], own, "({x}, {y}) unmoved");
+                }
+            }
+        }
+        let mean = inside.iter().sum::<f32>() / inside.len() as f32;
+        assert!(mean >= 230.0, "mean inside the disc {mean}");
     }
 
     #[test]
