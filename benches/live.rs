@@ -403,7 +403,8 @@ fn temporal_stability(name: &str, frames: u64) {
     }
 }
 
-/// The live runs: default properties and `keep-up=false`.
+/// The live runs: default properties, `motion-compensation=false` and
+/// `keep-up=false`.
 fn live_table(seconds: u64, extra: &str) {
     println!(
         "## Live: videotestsrc 640x480 RGBA at 30 fps, {seconds} s, into fakesink sync=true\n"

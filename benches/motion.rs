@@ -33,9 +33,9 @@ use std::time::Instant;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
-use gstu2netmatte::motion::{Field, MotionEstimator};
+use gstu2netmatte::motion::MotionEstimator;
 use gstu2netmatte::prep::{Frame, Normalization, PixelLayout, Preparer};
-use gstu2netmatte::temporal::{TemporalSmoother, box_blur_3x3};
+use gstu2netmatte::temporal::{TemporalSmoother, box_blur_3x3, channel_change};
 
 const MODEL_SIDE: u32 = 320;
 const AGES_MS: [u64; 5] = [200, 300, 400, 500, 600];
@@ -371,88 +371,71 @@ fn blurred_frames(small: &[Vec<u8>]) -> Vec<Vec<u8>> {
 }
 
 /// The largest change among R, G and B at pixel `p`.
-fn change_at(a: &[u8], b: &[u8], p: usize) -> u8 {
-    (0..3)
-        .map(|c| a[3 * p + c].abs_diff(b[3 * p + c]))
-        .max()
-        .unwrap()
+fn change_at(a: &[u8], b: &[u8], p: usize) -> f32 {
+    channel_change(&a[3 * p..3 * p + 3], &b[3 * p..3 * p + 3])
 }
 
-/// Where flicker is measured between frame t - 1 and t: the pixels whose
-/// picture did not change (`still`, as `make bench-live` counts), and the
-/// pixels whose picture changed by a motion that explains it (`moving`:
-/// changed by 8 levels or more where it is, by less than 3 once frame t - 1
-/// is moved along the motion), with that motion.
-struct FlickerPixels {
-    still: Vec<bool>,
-    moving: Vec<bool>,
-    field: Option<Field>,
-}
-
-fn flicker_pixels(small: &[Vec<u8>], blurred: &[Vec<u8>]) -> Vec<FlickerPixels> {
+/// Flicker of each mask sequence in `runs` (alpha in 0..1), as (where
+/// the picture is still, along the motion where it moved):
+/// - still: mean |alpha_t - alpha_t-1| over the pixels whose 3x3-blurred
+///   picture changed by less than 3 levels (as `make bench-live` counts);
+/// - along the motion: mean |alpha_t - alpha_t-1 moved along the motion|
+///   over the pixels whose picture changed by 8 levels or more where it is
+///   and by less than 3 once frame t - 1 is moved along that motion.
+///
+/// The motion is the element's own estimate: it picks the pixels and
+/// moves the masks, so this measures how steady the masks are along the
+/// motion the element sees, not against a known one (the unit tests in
+/// `src/motion.rs` and `src/temporal.rs` do that).
+fn flicker(small: &[Vec<u8>], blurred: &[Vec<u8>], runs: &[Vec<Vec<u8>>]) -> Vec<(f64, f64)> {
     let pixels = (MODEL_SIDE * MODEL_SIDE) as usize;
+    let mut sums = vec![[(0.0f64, 0u64); 2]; runs.len()];
     let mut estimator = MotionEstimator::new();
-    let mut moved = Vec::new();
-    (1..small.len())
-        .map(|t| {
-            let (now, before) = (&blurred[t], &blurred[t - 1]);
-            let field = estimator
-                .estimate(&small[t - 1], &small[t], MODEL_SIDE, MODEL_SIDE)
-                .cloned();
-            let still = (0..pixels).map(|p| change_at(now, before, p) < 3).collect();
-            let moving = match &field {
-                Some(field) => {
-                    field.warp_u8(before, 3, &mut moved);
-                    (0..pixels)
-                        .map(|p| change_at(now, before, p) >= 8 && change_at(now, &moved, p) < 3)
-                        .collect()
-                }
-                None => vec![false; pixels],
-            };
-            FlickerPixels {
-                still,
-                moving,
-                field,
-            }
-        })
-        .collect()
-}
-
-/// Mean |alpha_t - alpha_t-1| (alpha in 0..1) over the still pixels, and
-/// over the moving ones with alpha_t-1 moved along the motion.
-fn flicker(masks: &[Vec<u8>], at: &[FlickerPixels]) -> (f64, f64) {
-    let (mut still, mut moving) = ((0.0, 0u64), (0.0, 0u64));
-    let mut moved = Vec::new();
-    for (t, px) in (1..masks.len()).zip(at) {
-        for (p, _) in px.still.iter().enumerate().filter(|(_, s)| **s) {
-            still.0 += f64::from(masks[t][p].abs_diff(masks[t - 1][p])) / 255.0;
-            still.1 += 1;
+    let (mut moved_rgb, mut moved_mask) = (Vec::new(), Vec::new());
+    for t in 1..small.len() {
+        let (now, before) = (&blurred[t], &blurred[t - 1]);
+        let field = estimator.estimate(&small[t - 1], &small[t], MODEL_SIDE, MODEL_SIDE);
+        if let Some(field) = &field {
+            field.warp_u8(before, 3, &mut moved_rgb);
         }
-        if let Some(field) = &px.field {
-            field.warp_mask(&masks[t - 1], &mut moved);
-            for (p, _) in px.moving.iter().enumerate().filter(|(_, m)| **m) {
-                moving.0 += f64::from(masks[t][p].abs_diff(moved[p])) / 255.0;
-                moving.1 += 1;
+        for (masks, sums) in runs.iter().zip(&mut sums) {
+            let (mask, last) = (&masks[t], &masks[t - 1]);
+            for p in (0..pixels).filter(|&p| change_at(now, before, p) < 3.0) {
+                sums[0].0 += f64::from(mask[p].abs_diff(last[p])) / 255.0;
+                sums[0].1 += 1;
+            }
+            let Some(field) = &field else { continue };
+            field.warp_mask(last, &mut moved_mask);
+            for p in (0..pixels).filter(|&p| {
+                change_at(now, before, p) >= 8.0 && change_at(now, &moved_rgb, p) < 3.0
+            }) {
+                sums[1].0 += f64::from(mask[p].abs_diff(moved_mask[p])) / 255.0;
+                sums[1].1 += 1;
             }
         }
     }
     let mean = |(sum, count): (f64, u64)| sum / count.max(1) as f64;
-    (mean(still), mean(moving))
+    sums.into_iter()
+        .map(|[still, along]| (mean(still), mean(along)))
+        .collect()
 }
 
 /// `temporal-smoothing` (the element's `TemporalSmoother`, at the model's
-/// size, on the model's own masks) at 0.8 and 0.9, with and without
+/// size, on the model's own masks of every frame, as the element smooths
+/// them when each frame gets its own mask) at 0.8 and 0.9, with and without
 /// `motion-compensation`: flicker where the picture is still and along
 /// the motion where it moves, as shares of the per-frame masks', and the
 /// drift from them. Prints table rows.
 fn smoothing_rows(clip: &str, small: &[Vec<u8>], masks: &[Vec<u8>]) {
-    let blurred = blurred_frames(small);
-    let at = flicker_pixels(small, &blurred);
-    let (still, moving) = flicker(masks, &at);
-    for strength in [0.8, 0.9] {
-        for follow in [false, true] {
-            let mut smoother = TemporalSmoother::new();
-            let smoothed: Vec<Vec<u8>> = small
+    let settings: Vec<(f64, bool)> = [0.8, 0.9]
+        .into_iter()
+        .flat_map(|s| [(s, false), (s, true)])
+        .collect();
+    let mut runs = vec![masks.to_vec()];
+    for &(strength, follow) in &settings {
+        let mut smoother = TemporalSmoother::new();
+        runs.push(
+            small
                 .iter()
                 .zip(masks)
                 .map(|(rgb, mask)| {
@@ -460,20 +443,25 @@ fn smoothing_rows(clip: &str, small: &[Vec<u8>], masks: &[Vec<u8>]) {
                     smoother.smooth(strength, follow, rgb, &mut mask, MODEL_SIDE, MODEL_SIDE);
                     mask
                 })
-                .collect();
-            let (s, m) = flicker(&smoothed, &at);
-            let drift = smoothed
-                .iter()
-                .zip(masks)
-                .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| f64::from(x.abs_diff(*y))))
-                .sum::<f64>()
-                / 255.0
-                / (smoothed.len() * (MODEL_SIDE * MODEL_SIDE) as usize) as f64;
-            println!(
-                "| {clip} | {strength} | {follow} | {:.0} % | {:.0} % | {drift:.4} |",
-                100.0 * s / still,
-                100.0 * m / moving
-            );
-        }
+                .collect(),
+        );
+    }
+    let flickers = flicker(small, &blurred_frames(small), &runs);
+    let (still, along) = flickers[0];
+    for (((strength, follow), smoothed), (s, a)) in
+        settings.into_iter().zip(&runs[1..]).zip(&flickers[1..])
+    {
+        let drift = smoothed
+            .iter()
+            .zip(masks)
+            .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| f64::from(x.abs_diff(*y))))
+            .sum::<f64>()
+            / 255.0
+            / (smoothed.len() * (MODEL_SIDE * MODEL_SIDE) as usize) as f64;
+        println!(
+            "| {clip} | {strength} | {follow} | {:.0} % | {:.0} % | {drift:.4} |",
+            100.0 * s / still,
+            100.0 * a / along
+        );
     }
 }

@@ -69,7 +69,8 @@ impl TemporalSmoother {
     /// Smooths `mask` (model size, `width` x `height`, u8) in place, given
     /// `rgb`, the frame it was computed from at the same size (packed RGB).
     /// `strength` in 0..1; 0 leaves the mask as it is and forgets the past.
-    /// `follow_motion`: the past is moved along with the picture first.
+    /// `follow_motion`: the past is also moved along with the picture, and
+    /// each pixel goes on from the past (moved or not) that explains it.
     pub fn smooth(
         &mut self,
         strength: f64,
@@ -94,9 +95,6 @@ impl TemporalSmoother {
             return;
         }
         let moved = follow_motion && self.follow(rgb, width, height);
-        if !follow_motion {
-            self.previous_raw.clear();
-        }
         if self.moved_fraction(moved) > CUT_FRACTION {
             self.restart(rgb, follow_motion, mask, width, height);
             return;
@@ -159,24 +157,28 @@ impl TemporalSmoother {
         }
     }
 
-    /// Share of pixels that changed between the last frame (as it was, or
-    /// moved along with the motion where `moved`: a pan is no cut) and the
-    /// blurred one in `self.blurred`.
+    /// Share of pixels that moved between the last frame (moved along with
+    /// the motion where `moved`: a pan is no cut) and the blurred one in
+    /// `self.blurred`. Not the lesser of the two changes: in a flat
+    /// picture (an animated film) the still past matches much of a new
+    /// shot too, and cuts went unseen (Megamind.avi flickered 37 % of the
+    /// per-frame masks' at 0.9 instead of 32 %).
     fn moved_fraction(&self, moved: bool) -> f32 {
         let pixels = self.blurred.len() / 3;
         if pixels == 0 {
             return 0.0;
         }
-        let changed = |p: usize| {
-            let now = &self.blurred[3 * p..3 * p + 3];
-            let still = channel_change(now, &self.previous_rgb[3 * p..3 * p + 3]);
-            if moved {
-                still.min(channel_change(now, &self.moved_rgb[3 * p..3 * p + 3]))
-            } else {
-                still
-            }
+        let past = if moved {
+            &self.moved_rgb
+        } else {
+            &self.previous_rgb
         };
-        let count = (0..pixels).filter(|&p| changed(p) >= MOTION_LEVELS).count();
+        let count = self
+            .blurred
+            .chunks_exact(3)
+            .zip(past.chunks_exact(3))
+            .filter(|(now, before)| channel_change(now, before) >= MOTION_LEVELS)
+            .count();
         count as f32 / pixels as f32
     }
 
@@ -193,7 +195,7 @@ impl TemporalSmoother {
 }
 
 /// The largest change among R, G and B.
-fn channel_change(now: &[u8], before: &[u8]) -> f32 {
+pub fn channel_change(now: &[u8], before: &[u8]) -> f32 {
     now.iter()
         .zip(before)
         .map(|(a, b)| a.abs_diff(*b))
@@ -381,6 +383,52 @@ mod tests {
         }
         let mean = inside.iter().sum::<f32>() / inside.len() as f32;
         assert!(mean >= 230.0, "mean inside the disc {mean}");
+    }
+
+    #[test]
+    fn following_motion_a_pan_is_no_cut_and_a_cut_still_is() {
+        const SIDE: u32 = 160;
+        // The whole textured picture moves 6 px to the right: most pixels
+        // changed where they are, none once moved.
+        let (before, after) = (disc_scene(60.0), disc_scene(60.0));
+        let panned: Vec<u8> = (0..SIDE * SIDE)
+            .flat_map(|i| {
+                let (x, y) = (i % SIDE, i / SIDE);
+                let from = (y * SIDE + x.saturating_sub(6)) as usize;
+                [after[3 * from], after[3 * from + 1], after[3 * from + 2]]
+            })
+            .collect();
+        let pixels = (SIDE * SIDE) as usize;
+        let smoothed = |follow: bool, next: &[u8]| {
+            let mut s = TemporalSmoother::new();
+            let mut mask = vec![0u8; pixels];
+            s.smooth(0.8, follow, &before, &mut mask, SIDE, SIDE);
+            let mut mask = vec![250u8; pixels];
+            s.smooth(0.8, follow, next, &mut mask, SIDE, SIDE);
+            mask
+        };
+        let centre = (80 * SIDE + 80) as usize;
+        assert_eq!(
+            smoothed(false, &panned)[centre],
+            250,
+            "not following, a pan is a cut"
+        );
+        let followed = smoothed(true, &panned);
+        assert_eq!(
+            followed[centre], 50,
+            "following, the average goes on: 0.8 * 0 + 0.2 * 250"
+        );
+        let averaged = followed.iter().filter(|&&m| m == 50).count();
+        assert!(
+            averaged * 10 >= pixels * 9,
+            "{averaged} of {pixels} averaged"
+        );
+        // Another picture altogether: no motion explains it.
+        let other: Vec<u8> = before.iter().map(|v| v.wrapping_add(128)).collect();
+        assert!(
+            smoothed(true, &other).iter().all(|&m| m == 250),
+            "a cut starts afresh"
+        );
     }
 
     #[test]
