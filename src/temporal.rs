@@ -390,12 +390,12 @@ mod tests {
         const SIDE: u32 = 160;
         // The whole textured picture moves 6 px to the right: most pixels
         // changed where they are, none once moved.
-        let (before, after) = (disc_scene(60.0), disc_scene(60.0));
+        let before = disc_scene(60.0);
         let panned: Vec<u8> = (0..SIDE * SIDE)
             .flat_map(|i| {
                 let (x, y) = (i % SIDE, i / SIDE);
-                let from = (y * SIDE + x.saturating_sub(6)) as usize;
-                [after[3 * from], after[3 * from + 1], after[3 * from + 2]]
+                let from = 3 * (y * SIDE + x.saturating_sub(6)) as usize;
+                [before[from], before[from + 1], before[from + 2]]
             })
             .collect();
         let pixels = (SIDE * SIDE) as usize;

@@ -223,7 +223,8 @@ fn a_borrowed_mask_lands_where_the_subject_moved() {
         "own masks' edges {c0:?} -> {c1:?}"
     );
 
-    let moved = play(&frames, "motion-compensation=true", Feed::LiveBurst);
+    // motion-compensation is on by default.
+    let moved = play(&frames, "", Feed::LiveBurst);
     let offsets = borrowed_offsets(&moved, &own);
     println!("compensated: {offsets:?}");
     assert!(
