@@ -175,6 +175,22 @@ fn play(frames: &[Vec<u8>], props: &str, feed: Feed) -> Run {
     Run { masks, stats }
 }
 
+/// [`play`] live, played again (up to three times in all) while no frame
+/// borrowed a mask: a burst is only likely, not certain, to outrun the
+/// model (a fresh CI machine once gave every frame its own mask), and
+/// borrowed masks are what these tests check.
+fn play_borrowing(frames: &[Vec<u8>], props: &str) -> Run {
+    let mut run = play(frames, props, Feed::LiveBurst);
+    for _ in 1..3 {
+        if !run.stats.is_empty() {
+            break;
+        }
+        println!("no frame borrowed a mask: playing the burst again");
+        run = play(frames, props, Feed::LiveBurst);
+    }
+    run
+}
+
 /// A mask's edges: the first and the last column and row with a pixel
 /// above half, as (left, top, right, bottom).
 fn edges(mask: &[u8]) -> [f64; 4] {
@@ -224,7 +240,7 @@ fn a_borrowed_mask_lands_where_the_subject_moved() {
     );
 
     // motion-compensation is on by default.
-    let moved = play(&frames, "", Feed::LiveBurst);
+    let moved = play_borrowing(&frames, "");
     let offsets = borrowed_offsets(&moved, &own);
     println!("compensated: {offsets:?}");
     assert!(
@@ -254,7 +270,7 @@ fn a_borrowed_mask_lands_where_the_subject_moved() {
     }
 
     // Without compensation the same frames' masks stay behind.
-    let unmoved = play(&frames, "motion-compensation=false", Feed::LiveBurst);
+    let unmoved = play_borrowing(&frames, "motion-compensation=false");
     let offsets = borrowed_offsets(&unmoved, &own);
     println!("not compensated: {offsets:?}");
     assert!(offsets.len() >= FRAMES / 2);
@@ -283,7 +299,7 @@ fn a_still_picture_keeps_its_mask_exactly() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let frames: Vec<Vec<u8>> = (0..FRAMES).map(still).collect();
     let own = play(&frames, "", Feed::OwnMasks).masks;
-    let run = play(&frames, "motion-compensation=true", Feed::LiveBurst);
+    let run = play_borrowing(&frames, "motion-compensation=true");
     // A borrowed mask is, bit for bit, the mask of the frame it came from:
     // whichever that was, one of the model's own.
     for (n, mask) in run.masks.iter().enumerate() {
