@@ -43,14 +43,16 @@ const AGES_MS: [u64; 5] = [200, 300, 400, 500, 600];
 /// The first `frames` of `clip` as packed RGB at 640x480, and its frame rate.
 fn decode(clip: &str, frames: usize) -> (Vec<Vec<u8>>, f64) {
     let pipeline = common::pipeline(&format!(
-        "filesrc location={clip} ! decodebin ! identity eos-after={frames} ! videoconvert ! \
+        "filesrc location={clip} ! decodebin ! videoconvert ! \
          videoscale ! video/x-raw,format=RGB,width=640,height=480,pixel-aspect-ratio=1/1 ! \
-         appsink name=sink sync=false"
+         appsink name=sink sync=false max-buffers=4"
     ));
     let sink = common::app_sink(&pipeline, "sink");
     pipeline.set_state(gst::State::Playing).unwrap();
     let (mut out, mut fps) = (Vec::new(), 0.0);
-    while let Ok(sample) = sink.pull_sample() {
+    while out.len() < frames
+        && let Ok(sample) = sink.pull_sample()
+    {
         let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
         fps = f64::from(info.fps().numer()) / f64::from(info.fps().denom().max(1));
         out.push(packed(sample.buffer().unwrap(), &info));
