@@ -167,12 +167,24 @@ impl Field {
         }
         out.resize(n, 0);
         let (w, h) = (self.width, self.height);
+        let mut fixed = FixedCache::default();
         for (y, (vectors, row)) in self
             .pixels
             .chunks_exact(w)
             .zip(out.chunks_exact_mut(w * channels))
             .enumerate()
         {
+            if channels == 1 {
+                // A mask, once a frame: the loop without the channels'.
+                for (x, (v, px)) in vectors.iter().zip(row.iter_mut()).enumerate() {
+                    *px = if *v == [0.0, 0.0] {
+                        src[y * w + x]
+                    } else {
+                        Sample::at_fixed(x, y, fixed.get(*v), w, h).of(|j| u32::from(src[j]))
+                    };
+                }
+                continue;
+            }
             for (x, (v, px)) in vectors
                 .iter()
                 .zip(row.chunks_exact_mut(channels))
@@ -183,7 +195,7 @@ impl Field {
                     px.copy_from_slice(&src[i..i + channels]);
                     continue;
                 }
-                let s = Sample::at(x, y, *v, w, h);
+                let s = Sample::at_fixed(x, y, fixed.get(*v), w, h);
                 for (c, p) in px.iter_mut().enumerate() {
                     *p = s.of(|j| u32::from(src[j * channels + c]));
                 }
@@ -267,12 +279,13 @@ impl Field {
             return;
         }
         let (w, h) = (self.width, self.height);
+        let mut fixed = FixedCache::default();
         out.extend(self.pixels.iter().enumerate().map(|(i, v)| {
             let (x, y) = (i % w, i / w);
             if *v == [0.0, 0.0] {
                 return src[i];
             }
-            Sample::at(x, y, *v, w, h).of_f32(|j| src[j])
+            Sample::at_fixed(x, y, fixed.get(*v), w, h).of_f32(|j| src[j])
         }));
     }
 }
@@ -285,13 +298,53 @@ struct Sample {
     fy: u32,
 }
 
+/// A vector in 1/256ths of a pixel, the precision of [`Sample`]'s
+/// weights: positions are then whole numbers, the same fraction at every
+/// pixel a vector moves.
+#[derive(Clone, Copy, PartialEq)]
+struct Fixed([i32; 2]);
+
+impl Fixed {
+    fn of(v: [f32; 2]) -> Self {
+        Self(v.map(|c| (c * 256.0).round() as i32))
+    }
+}
+
+/// [`Fixed`] of the vectors of consecutive pixels, which mostly repeat
+/// (a block's pixels share one): rounding once per change, not per pixel
+/// (x86_64's baseline has no rounding instruction; `round` is a call).
+#[derive(Default)]
+struct FixedCache(Option<([f32; 2], Fixed)>);
+
+impl FixedCache {
+    #[inline]
+    fn get(&mut self, v: [f32; 2]) -> Fixed {
+        match self.0 {
+            Some((last, fixed)) if last == v => fixed,
+            _ => {
+                let fixed = Fixed::of(v);
+                self.0 = Some((v, fixed));
+                fixed
+            }
+        }
+    }
+}
+
 impl Sample {
     /// Pixel (`x`, `y`) moved by `v`, clamped to the picture.
     #[inline]
     fn at(x: usize, y: usize, v: [f32; 2], width: usize, height: usize) -> Self {
-        let x = (x as f32 + v[0]).clamp(0.0, (width - 1) as f32);
-        let y = (y as f32 + v[1]).clamp(0.0, (height - 1) as f32);
-        let (x0, y0) = (x as usize, y as usize);
+        Self::at_fixed(x, y, Fixed::of(v), width, height)
+    }
+
+    /// As [`Sample::at`], `v` already in 1/256ths.
+    #[inline]
+    fn at_fixed(x: usize, y: usize, v: Fixed, width: usize, height: usize) -> Self {
+        let place = |p: usize, d: i32, size: usize| {
+            ((p as i64) * 256 + i64::from(d)).clamp(0, (size as i64 - 1) * 256) as usize
+        };
+        let (px, py) = (place(x, v.0[0], width), place(y, v.0[1], height));
+        let (x0, y0) = (px >> 8, py >> 8);
         let (x1, y1) = ((x0 + 1).min(width - 1), (y0 + 1).min(height - 1));
         Self {
             index: [
@@ -300,12 +353,8 @@ impl Sample {
                 y1 * width + x0,
                 y1 * width + x1,
             ],
-            // Both are at least 0: adding a half and truncating rounds to
-            // the nearest 1/256 (half up; within an f32 step below a half
-            // it may round up too) without a call to libm's roundf
-            // (x86_64's baseline has no rounding instruction).
-            fx: ((x - x0 as f32) * 256.0 + 0.5) as u32,
-            fy: ((y - y0 as f32) * 256.0 + 0.5) as u32,
+            fx: (px & 255) as u32,
+            fy: (py & 255) as u32,
         }
     }
 
@@ -568,6 +617,9 @@ fn sad_below(from: &Level, block: &BlockRef, v: [i32; 2], limit: u32) -> u32 {
         && block.x1 as isize + vx <= from.width as isize
         && block.y1 as isize + vy <= from.height as isize;
     let t = block.level;
+    if inside && block.x1 - block.x0 == BLOCK {
+        return full_rows_sad_below(from, block, v, limit);
+    }
     let mut sum = 0u32;
     for y in block.y0..block.y1 {
         let row = &t.luma[y * t.width + block.x0..y * t.width + block.x1];
@@ -586,6 +638,35 @@ fn sad_below(from: &Level, block: &BlockRef, v: [i32; 2], limit: u32) -> u32 {
                 sum += u32::from(a.abs_diff(b));
             }
         }
+        if sum >= limit {
+            break;
+        }
+    }
+    sum
+}
+
+/// [`sad_below`] of a block whose rows are [`BLOCK`] wide, moved by `v`
+/// inside `from`: rows of a fixed size, which the compiler turns into a
+/// few SIMD instructions each (SSE2's sum of absolute differences) where a
+/// row of any length is a loop. Nearly every block is one.
+#[inline]
+fn full_rows_sad_below(from: &Level, block: &BlockRef, v: [i32; 2], limit: u32) -> u32 {
+    let t = block.level;
+    let fx = (block.x0 as isize + v[0] as isize) as usize;
+    let mut sum = 0u32;
+    for y in block.y0..block.y1 {
+        let fy = (y as isize + v[1] as isize) as usize;
+        let row: &[u8; BLOCK] = t.luma[y * t.width + block.x0..][..BLOCK]
+            .try_into()
+            .unwrap();
+        let other: &[u8; BLOCK] = from.luma[fy * from.width + fx..][..BLOCK]
+            .try_into()
+            .unwrap();
+        sum += row
+            .iter()
+            .zip(other)
+            .map(|(a, b)| u32::from(a.abs_diff(*b)))
+            .sum::<u32>();
         if sum >= limit {
             break;
         }
