@@ -393,16 +393,26 @@ fn change_at(a: &[u8], b: &[u8], p: usize) -> f32 {
 ///   over the pixels whose picture changed by 8 levels or more where it is
 ///   and by less than 3 once frame t - 1 is moved along that motion.
 ///
+/// Frames just after a cut (`cut`) are left out.
+///
 /// The motion is the element's own estimate: it picks the pixels and
 /// moves the masks, so this measures how steady the masks are along the
 /// motion the element sees, not against a known one (the unit tests in
 /// `src/motion.rs` and `src/temporal.rs` do that).
-fn flicker(small: &[Vec<u8>], blurred: &[Vec<u8>], runs: &[Vec<Vec<u8>>]) -> Vec<(f64, f64)> {
+fn flicker(
+    small: &[Vec<u8>],
+    blurred: &[Vec<u8>],
+    cut: &[bool],
+    runs: &[Vec<Vec<u8>>],
+) -> Vec<(f64, f64)> {
     let pixels = (MODEL_SIDE * MODEL_SIDE) as usize;
     let mut sums = vec![[(0.0f64, 0u64); 2]; runs.len()];
     let mut estimator = MotionEstimator::new();
     let (mut moved_rgb, mut moved_mask) = (Vec::new(), Vec::new());
-    for t in 1..small.len() {
+    // Across a cut the mask should change at once: counting that as
+    // flicker would reward an average that bleeds the last shot's mask
+    // into the new one.
+    for t in (1..small.len()).filter(|&t| !cut[t]) {
         let (now, before) = (&blurred[t], &blurred[t - 1]);
         let field = estimator.estimate(&small[t - 1], &small[t], MODEL_SIDE, MODEL_SIDE);
         if let Some(field) = &field {
@@ -456,7 +466,7 @@ fn smoothing_rows(clip: &str, small: &[Vec<u8>], masks: &[Vec<u8>]) {
                 .collect(),
         );
     }
-    let flickers = flicker(small, &blurred_frames(small), &runs);
+    let flickers = flicker(small, &blurred_frames(small), &cuts(small), &runs);
     let (still, along) = flickers[0];
     for (((strength, follow), smoothed), (s, a)) in
         settings.into_iter().zip(&runs[1..]).zip(&flickers[1..])
