@@ -301,7 +301,7 @@ struct Sample {
 /// A vector in 1/256ths of a pixel, the precision of [`Sample`]'s
 /// weights: positions are then whole numbers, the same fraction at every
 /// pixel a vector moves.
-#[derive(Clone, Copy, PartialEq)]
+#[derive(Clone, Copy)]
 struct Fixed([i32; 2]);
 
 impl Fixed {
@@ -361,7 +361,7 @@ impl Sample {
     /// The sample of u8 values, rounded: at a whole pixel, that pixel's.
     #[inline]
     fn of(&self, value: impl Fn(usize) -> u32) -> u8 {
-        let (fx, fy) = (self.fx.min(256), self.fy.min(256));
+        let (fx, fy) = (self.fx, self.fy);
         let top = value(self.index[0]) * (256 - fx) + value(self.index[1]) * fx;
         let bottom = value(self.index[2]) * (256 - fx) + value(self.index[3]) * fx;
         ((top * (256 - fy) + bottom * fy + (1 << 15)) >> 16).min(255) as u8
@@ -369,10 +369,7 @@ impl Sample {
 
     #[inline]
     fn of_f32(&self, value: impl Fn(usize) -> f32) -> f32 {
-        let (fx, fy) = (
-            self.fx.min(256) as f32 / 256.0,
-            self.fy.min(256) as f32 / 256.0,
-        );
+        let (fx, fy) = (self.fx as f32 / 256.0, self.fy as f32 / 256.0);
         let top = value(self.index[0]) * (1.0 - fx) + value(self.index[1]) * fx;
         let bottom = value(self.index[2]) * (1.0 - fx) + value(self.index[3]) * fx;
         if fy == 0.0 {
