@@ -1065,6 +1065,54 @@ mod tests {
         v
     }
 
+    #[test]
+    fn the_sad_of_a_block_is_the_plain_sum_everywhere() {
+        // Not a multiple of BLOCK either way: partial blocks on the right
+        // and at the bottom, vectors reaching past every border.
+        let (w, h) = (44usize, 37usize);
+        let level = |seed: u32| Level {
+            width: w,
+            height: h,
+            luma: (0..w * h)
+                .map(|i| texture((i % w) as i32, (i / w) as i32, seed) as u8)
+                .collect(),
+        };
+        let (from, to) = (level(1), level(2));
+        let plain = |block: &BlockRef, v: [i32; 2]| -> u32 {
+            (block.y0..block.y1)
+                .flat_map(|y| (block.x0..block.x1).map(move |x| (x, y)))
+                .map(|(x, y)| {
+                    let a = to.luma[y * w + x];
+                    let b = from.get(x as isize + v[0] as isize, y as isize + v[1] as isize);
+                    u32::from(a.abs_diff(b))
+                })
+                .sum()
+        };
+        let mut checked = 0;
+        for by in 0..h.div_ceil(BLOCK) {
+            for bx in 0..w.div_ceil(BLOCK) {
+                let block = BlockRef::new(&to, bx, by);
+                for vy in -12..=12 {
+                    for vx in -12..=12 {
+                        let v = [vx, vy];
+                        let exact = plain(&block, v);
+                        assert_eq!(sad(&from, &block, v), exact, "block ({bx}, {by}) at {v:?}");
+                        // Stopped early, it is still at least the limit.
+                        let limit = exact / 2 + 1;
+                        let stopped = sad_below(&from, &block, v, limit);
+                        if exact < limit {
+                            assert_eq!(stopped, exact);
+                        } else {
+                            assert!(stopped >= limit, "{stopped} under {limit}");
+                        }
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 6 * 5 * 25 * 25);
+    }
+
     /// How the disc and the background look.
     #[derive(Clone, Copy)]
     enum Look {
