@@ -41,7 +41,7 @@ pub const CUT_FRACTION: f32 = 0.5;
 /// and vtest.avi at most 3 % of it is off by [`MOTION_LEVELS`]), where
 /// without motion a moving subject or a pan leaves up to 18 % off. Across
 /// a cut the motion still "finds" the flat, dark parts of the new shot:
-/// 46-63 % off across Megamind.avi's cuts, so [`CUT_FRACTION`] missed one
+/// 46-94 % off across Megamind.avi's cuts, so [`CUT_FRACTION`] missed one
 /// (and the average of the last shot's mask bled into the new one). Well
 /// above what a shot leaves (a subject turning shows a fifth of a close-up
 /// anew: no cut, tested), below the cuts seen.
