@@ -359,6 +359,47 @@ fn bad_requests_get_a_4xx_naming_the_cause_and_the_service_goes_on() {
     assert_eq!(get(a, "/healthz").status, 200);
 }
 
+/// A refusal made before the body is read (a bad option, a full service)
+/// must still let a client that sends its whole body first, as most do,
+/// read the answer: a socket closed on unread bytes is reset, and the reset
+/// breaks the client's write or takes the answer with it. The body is far
+/// larger than what the sockets buffer, so that none of it is luck.
+#[test]
+fn a_refusal_before_the_body_is_read_still_reaches_a_client_sending_it() {
+    use std::io::Write;
+    let server = Server::start(&["--max-queue", "1", "--body-timeout", "20"]);
+    let a = server.addr;
+    let big = vec![7u8; 24_000_000];
+    let r = remove_raw(a, "?colour=red", &big);
+    assert_eq!(r.status, 400, "{}", r.error());
+    assert!(
+        r.error().contains("unknown option 'colour'"),
+        "{}",
+        r.error()
+    );
+
+    // Two requests that stall in their bodies hold every place for
+    // bodies being read (twice --max-queue): the next one is refused
+    // before its body.
+    let png = std::fs::read(photo("chelsea.png")).unwrap();
+    let stalled: Vec<_> = (0..2)
+        .map(|_| {
+            let mut s = post_head_only(a, png.len());
+            s.write_all(&png[..100]).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = remove_raw(a, "", &big);
+    assert_eq!(r.status, 503, "{}", r.error());
+    assert!(r.error().contains("sending their bodies"), "{}", r.error());
+    drop(stalled);
+
+    // What it read of the refused bodies was dropped, and it still serves.
+    assert_eq!(decoded(&remove(a, "", &png)).width(), 451);
+    assert_eq!(get(a, "/healthz").status, 200);
+}
+
 #[test]
 fn a_full_queue_answers_503_at_once_and_never_hangs() {
     let server = Server::start(&["--max-queue", "2"]);

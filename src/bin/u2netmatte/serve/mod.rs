@@ -13,6 +13,7 @@
 //! --body-timeout + --request-timeout.
 
 mod bridge;
+mod linger;
 mod listen;
 mod metrics;
 mod options;
@@ -87,6 +88,8 @@ pub struct Service {
     max_pixels: u64,
     request_timeout: Duration,
     body_timeout: Duration,
+    /// Largest request body, in bytes (--max-body-mb).
+    body_limit: usize,
     max_queue: usize,
 }
 
@@ -115,6 +118,7 @@ impl Service {
             max_pixels: args.max_megapixels * 1_000_000,
             request_timeout: Duration::from_secs(args.request_timeout),
             body_timeout: Duration::from_secs(args.body_timeout),
+            body_limit: usize::try_from(args.max_body_mb * 1_000_000).unwrap_or(usize::MAX),
             max_queue: args.max_queue as usize,
         }
     }
@@ -165,7 +169,6 @@ pub fn main(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let body_limit = usize::try_from(args.max_body_mb * 1_000_000).unwrap_or(usize::MAX);
     let code = runtime.block_on(async {
         let address = format!("{}:{}", args.host, args.port);
         let stop = match shutdown_signal() {
@@ -186,7 +189,7 @@ pub fn main(args: &ServeArgs) -> ExitCode {
             .local_addr()
             .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
         eprintln!("u2netmatte serve: listening on http://{bound}");
-        let app = routes::router(Arc::clone(&service), body_limit);
+        let app = routes::router(Arc::clone(&service));
         // Every request ends within --body-timeout (its headers) plus
         // --request-timeout (the rest); a connection open past that (a
         // client not reading its answer) does not keep the process alive.

@@ -13,6 +13,7 @@ use axum::routing::get;
 
 use super::Service;
 use super::bridge::Refused;
+use super::linger;
 use super::options;
 use super::page;
 use crate::Format;
@@ -50,7 +51,8 @@ impl IntoResponse for Refusal {
     }
 }
 
-pub fn router(service: Arc<Service>, body_limit: usize) -> Router {
+pub fn router(service: Arc<Service>) -> Router {
+    let body_limit = service.body_limit;
     Router::new()
         .route("/", get(|| async { page::index() }))
         .route("/app.js", get(|| async { page::script() }))
@@ -114,20 +116,31 @@ async fn remove_get(State(s): State<Arc<Service>>, request: Request) -> Response
 
 async fn remove(State(s): State<Arc<Service>>, request: Request) -> Response {
     let started = Instant::now();
-    // The whole request, from its arrival: reading, decoding, the model,
-    // encoding. A request given up on keeps its frame's place in the
-    // service until the frame is out of the pipeline (see bridge).
-    let deadline = tokio::time::Instant::from_std(started + s.request_timeout);
-    let answer =
-        match tokio::time::timeout_at(deadline, remove_background(&s, request, started)).await {
-            Ok(Ok(image)) => image,
-            Ok(Err(refusal)) => refusal.into_response(),
-            Err(_) => busy(format!(
-                "the image was not done within {} s (--request-timeout)",
-                s.request_timeout.as_secs()
-            ))
-            .into_response(),
-        };
+    let answer = match admit(&s, &request) {
+        Err(refusal) => {
+            // Answered before its body: the body is read behind the answer.
+            let deadline = tokio::time::Instant::from_std(started + s.body_timeout);
+            linger::drain_in_background(request, deadline, s.body_limit);
+            refusal.into_response()
+        }
+        Ok(admitted) => {
+            // The whole request, from its arrival: reading, decoding, the
+            // model, encoding. A request given up on keeps its frame's
+            // place in the service until the frame is out of the pipeline
+            // (see bridge).
+            let deadline = tokio::time::Instant::from_std(started + s.request_timeout);
+            let work = remove_background(&s, admitted, request, started);
+            match tokio::time::timeout_at(deadline, work).await {
+                Ok(Ok(image)) => image,
+                Ok(Err(refusal)) => refusal.into_response(),
+                Err(_) => busy(format!(
+                    "the image was not done within {} s (--request-timeout)",
+                    s.request_timeout.as_secs()
+                ))
+                .into_response(),
+            }
+        }
+    };
     s.metrics
         .answered(answer.status().as_u16(), started.elapsed());
     answer
@@ -156,12 +169,16 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-async fn remove_background(
-    s: &Arc<Service>,
-    request: Request,
-    started: Instant,
-) -> Result<Response, Refusal> {
-    let asked = options::parse(&query_pairs(&request)?, s.defaults, &s.model_name).map_err(bad)?;
+/// A request let in to send its body: what it asks for, and its place
+/// among the requests sending theirs.
+struct Admitted {
+    asked: options::Asked,
+    reading: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What is refused before the body is read: bad options, a full service.
+fn admit(s: &Arc<Service>, request: &Request) -> Result<Admitted, Refusal> {
+    let asked = options::parse(&query_pairs(request)?, s.defaults, &s.model_name).map_err(bad)?;
     // A full service says so before the client sends its body.
     if s.admitted.available_permits() == 0 {
         return Err(full(s));
@@ -177,6 +194,15 @@ async fn remove_background(
             2 * s.max_queue
         )));
     };
+    Ok(Admitted { asked, reading })
+}
+
+async fn remove_background(
+    s: &Arc<Service>,
+    Admitted { asked, reading }: Admitted,
+    request: Request,
+    started: Instant,
+) -> Result<Response, Refusal> {
     let body_deadline = tokio::time::Instant::from_std(started + s.body_timeout);
     let bytes = tokio::time::timeout_at(body_deadline, image_bytes(request))
         .await
