@@ -33,6 +33,7 @@ use std::time::Instant;
 
 use gst::prelude::*;
 use gst_video::prelude::*;
+use gstu2netmatte::edge_snap::EdgeSnap;
 use gstu2netmatte::motion::MotionEstimator;
 use gstu2netmatte::prep::{Frame, Normalization, PixelLayout, Preparer};
 use gstu2netmatte::temporal::{TemporalSmoother, box_blur_3x3, channel_change};
@@ -219,6 +220,7 @@ impl Errors {
 /// for the pairs within one shot, and for those across a cut.
 fn errors(small: &[Vec<u8>], masks: &[Vec<u8>], cut: &[bool], lag: usize) -> (Errors, Errors) {
     let mut estimator = MotionEstimator::new();
+    let mut snap = EdgeSnap::new();
     let mut moved = Vec::new();
     let (mut within, mut across) = (Errors::default(), Errors::default());
     for t in lag..small.len() {
@@ -226,7 +228,7 @@ fn errors(small: &[Vec<u8>], masks: &[Vec<u8>], cut: &[bool], lag: usize) -> (Er
         else {
             continue;
         };
-        field.warp_mask(&masks[t - lag], &mut moved);
+        field.warp_mask_onto(&masks[t - lag], &small[t], &mut snap, &mut moved);
         let (Some(a), Some(b)) = (iou(&masks[t - lag], &masks[t]), iou(&moved, &masks[t])) else {
             continue;
         };
@@ -241,12 +243,14 @@ fn errors(small: &[Vec<u8>], masks: &[Vec<u8>], cut: &[bool], lag: usize) -> (Er
 }
 
 /// Milliseconds a frame of the element's motion step (640x480 frames):
-/// keeping the small copy, estimating, moving the mask, its mean shift;
+/// keeping the small copy, estimating, moving the mask (and snapping it
+/// to the picture's edges), its mean shift;
 /// the median over `runs` runs of the mean over the frames, at a lag of 3.
 fn timing(frames: &[Vec<u8>], small: &[Vec<u8>], masks: &[Vec<u8>], runs: usize) -> f64 {
     let mut preparer = Preparer::new(MODEL_SIDE, MODEL_SIDE, Normalization::IMAGENET);
     let mut tensor = vec![0f32; preparer.tensor_len()];
     let mut estimator = MotionEstimator::new();
+    let mut snap = EdgeSnap::new();
     let (mut copy, mut moved) = (Vec::new(), Vec::new());
     let scale = (640.0 / MODEL_SIDE as f32, 480.0 / MODEL_SIDE as f32);
     let mut per_run: Vec<f64> = (0..runs)
@@ -271,7 +275,7 @@ fn timing(frames: &[Vec<u8>], small: &[Vec<u8>], masks: &[Vec<u8>], runs: usize)
                 let field = estimator
                     .estimate(&small[t - 3], &copy, MODEL_SIDE, MODEL_SIDE)
                     .unwrap();
-                field.warp_mask(&masks[t - 3], &mut moved);
+                field.warp_mask_onto(&masks[t - 3], &copy, &mut snap, &mut moved);
                 std::hint::black_box(field.mean_shift(&moved, scale));
                 total += start.elapsed().as_secs_f64() * 1000.0;
             }

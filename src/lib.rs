@@ -14,6 +14,7 @@ pub mod bf16;
 pub mod blur;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod edge_snap;
 pub mod engine;
 pub mod image_view;
 pub mod mask_scale;

@@ -23,8 +23,13 @@
 //! the later picture, where its content was in the earlier one, so moving
 //! a mask is one bilinear sample a pixel, with no holes.
 //!
+//! The moved mask is last smoothed where the new picture does not back its
+//! edges ([`crate::edge_snap`]).
+//!
 //! No crate does this without OpenCV (dense optical flow there means a
 //! C++ library and its build); this is one small job, unit-tested here.
+
+use crate::edge_snap::EdgeSnap;
 
 /// Block side, in pixels, at every level of the pyramid.
 pub const BLOCK: usize = 8;
@@ -211,6 +216,17 @@ impl Field {
     pub fn warp_mask(&self, mask: &[u8], out: &mut Vec<u8>) {
         self.warp_u8(mask, 1, out);
         self.uncover(out, |s| s.of(|j| u32::from(mask[j])));
+    }
+
+    /// Moves a mask as [`Field::warp_mask`] does, onto `to` (the picture
+    /// the field leads to, packed RGB), then smooths it where `to` does
+    /// not back its edges ([`EdgeSnap`]). A still field copies the mask
+    /// exactly.
+    pub fn warp_mask_onto(&self, mask: &[u8], to: &[u8], snap: &mut EdgeSnap, out: &mut Vec<u8>) {
+        self.warp_mask(mask, out);
+        if !self.still {
+            snap.apply(out, to, self.width, self.height);
+        }
     }
 
     /// As [`Field::warp_mask`], for a mask of one f32 value a pixel.

@@ -32,6 +32,7 @@ use super::frames::OutputPools;
 use super::sessions;
 use super::state::{Shared, Smoothing, StreamConfig};
 use super::{U2NetMatteConvSearch, U2NetMatteMode, U2NetMattePrecision, U2NetMatteProvider, caps};
+use crate::edge_snap::EdgeSnap;
 use crate::engine::{Delivery, Engine, Policy};
 use crate::matte::Matter;
 use crate::model::{CudaOptions, Model, ModelOptions, Precision, ProviderUsed, names};
@@ -191,6 +192,9 @@ pub struct U2NetMatte {
     pub(super) matter: Mutex<Matter>,
     /// The src pad task's: moving borrowed masks with the picture.
     pub(super) motion: Mutex<MotionEstimator>,
+    /// The src pad task's: smoothing moved masks where the picture does
+    /// not back their edges.
+    pub(super) edge_snap: Mutex<EdgeSnap>,
     pub(super) pools: Mutex<OutputPools>,
 }
 
@@ -607,6 +611,7 @@ impl ObjectSubclass for U2NetMatte {
             preparer: Mutex::new(None),
             matter: Mutex::new(Matter::new()),
             motion: Mutex::new(MotionEstimator::new()),
+            edge_snap: Mutex::new(EdgeSnap::new()),
             pools: Mutex::new(OutputPools::default()),
         }
     }

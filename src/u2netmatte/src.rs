@@ -286,7 +286,7 @@ impl U2NetMatte {
             return (mask, 0.0);
         }
         let mut data = Vec::new();
-        field.warp_mask(&mask.data, &mut data);
+        field.warp_mask_onto(&mask.data, to, &mut lock(&self.edge_snap), &mut data);
         let scale = (
             out_info.width() as f32 / w.max(1) as f32,
             out_info.height() as f32 / h.max(1) as f32,
