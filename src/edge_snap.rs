@@ -9,10 +9,14 @@
 //! window, as a linear function of the luma: where the luma is flat the
 //! mask is smoothed (a speck or a notch the picture does not show fades),
 //! and where the luma has an edge that the mask's edge follows, the fit is
-//! exact and the edge stays hard. Only windows whose mask values span
-//! [`SPAN`] levels or more are fitted (the model's masks are nowhere quite
-//! flat: fitting every window cost 1-2 ms a frame for nothing that shows);
-//! a pixel no such window holds keeps its value exactly.
+//! nearly exact (the regularisation takes a few levels) and the edge
+//! stays hard. Only windows centred on a pixel that moved and whose mask
+//! values span [`SPAN`] levels or more are fitted: where nothing moved the
+//! mask is the model's own, whose soft edges must not change between
+//! frames with their own masks and frames that borrow one; and the
+//! model's masks are nowhere quite flat (fitting every window cost 1-2 ms
+//! a frame for nothing that shows). A pixel no such window holds keeps its
+//! value exactly.
 //!
 //! `make bench-motion`: a plain blur of the moved mask helps
 //! Megamind.avi as much as this does but harms vtest.avi's thin people
@@ -27,10 +31,11 @@
 const EPSILON: f32 = 0.001;
 
 /// Scratch planes, kept between frames.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct EdgeSnap {
-    /// The pixels whose window spans at least [`SPAN`] levels of the
-    /// mask, listed and marked: only those windows are fitted.
+    /// The pixels that moved and whose window spans at least [`SPAN`]
+    /// levels of the mask, listed and marked: only those windows are
+    /// fitted.
     mixed: Vec<usize>,
     mixed_marks: Vec<bool>,
     /// The pixels such a window holds, listed and marked: only they change.
@@ -43,6 +48,7 @@ pub struct EdgeSnap {
     b: Vec<f32>,
     rows_least: Vec<u8>,
     rows_most: Vec<u8>,
+    span: Vec<u8>,
     /// The held pixels' new values, in `held`'s order.
     snapped: Vec<u8>,
 }
@@ -53,21 +59,28 @@ impl EdgeSnap {
     }
 
     /// Applies the filter to `mask` (one u8 a pixel, `width` x `height`)
-    /// with `rgb`'s luma (packed RGB of the same size) as the guide. Sizes
-    /// that do not match leave the mask as it is.
+    /// with `rgb`'s luma (packed RGB of the same size) as the guide, in
+    /// the windows centred on a pixel `moved` says moved. Sizes that do
+    /// not match leave the mask as it is.
     ///
-    /// Only the windows that span [`SPAN`] levels or more are fitted (the
-    /// model's masks are nowhere quite flat, and a fit of a few levels' span
-    /// would cost much and change nothing that matters); the others count
-    /// as flat: a = 0, b = the pixel's value. Only the pixels a fitted
-    /// window holds change: a moved mask's edges are a small part of it.
-    pub fn apply(&mut self, mask: &mut [u8], rgb: &[u8], width: usize, height: usize) {
+    /// Only the windows that span [`SPAN`] levels or more are fitted; the
+    /// others leave each pixel they hold as it is (a = 0, b = that pixel's
+    /// value). Only the pixels a fitted window holds change: a moved mask's
+    /// edges are a small part of it.
+    pub fn apply(
+        &mut self,
+        mask: &mut [u8],
+        rgb: &[u8],
+        width: usize,
+        height: usize,
+        moved: impl Fn(usize) -> bool,
+    ) {
         let n = width * height;
-        if n == 0 || mask.len() != n || rgb.len() < 3 * n {
+        if n == 0 || mask.len() != n || rgb.len() != 3 * n {
             return;
         }
         let (w, h) = (width, height);
-        self.find_mixed(mask, w, h);
+        self.find_mixed(mask, w, h, moved);
         if self.mixed.is_empty() {
             return;
         }
@@ -108,17 +121,18 @@ impl EdgeSnap {
             self.b[k] = mean_p - slope * mean_i;
         }
         // Each held pixel takes the mean of the fits of the windows holding
-        // it (its own window's centres, the edges repeated); every other
-        // pixel keeps its value, which every fit around it gives.
+        // it (its own window's centres, the edges repeated), an unfitted
+        // window giving it its own value; every other pixel keeps its value.
         self.snapped.clear();
         for &k in &self.held {
+            let own = f32::from(mask[k]) / 255.0;
             let (mut sa, mut sb) = (0f32, 0f32);
             for j in window(k, w, h) {
                 if self.mixed_marks[j] {
                     sa += self.a[j];
                     sb += self.b[j];
                 } else {
-                    sb += f32::from(mask[j]) / 255.0;
+                    sb += own;
                 }
             }
             let q = (sa * self.luma[k] + sb) * scale;
@@ -130,10 +144,10 @@ impl EdgeSnap {
         }
     }
 
-    /// Lists and marks the pixels whose window spans [`SPAN`] levels or
-    /// more: the least and the most along the rows, then down the
-    /// columns.
-    fn find_mixed(&mut self, mask: &[u8], w: usize, h: usize) {
+    /// Lists and marks the pixels that moved and whose window spans
+    /// [`SPAN`] levels or more: the least and the most along the rows, then
+    /// down the columns.
+    fn find_mixed(&mut self, mask: &[u8], w: usize, h: usize, moved: impl Fn(usize) -> bool) {
         let n = w * h;
         let (least, most) = (&mut self.rows_least, &mut self.rows_most);
         least.resize(n, 0);
@@ -148,7 +162,8 @@ impl EdgeSnap {
         self.mixed.clear();
         self.mixed_marks.clear();
         self.mixed_marks.resize(n, false);
-        let mut span = vec![0u8; w];
+        let span = &mut self.span;
+        span.resize(w, 0);
         for y in 0..h {
             let (up, here, down) = (y.saturating_sub(1) * w, y * w, (y + 1).min(h - 1) * w);
             let lows = (
@@ -167,7 +182,7 @@ impl EdgeSnap {
                 *s = m - l;
             }
             for (x, s) in span.iter().enumerate() {
-                if *s >= SPAN {
+                if *s >= SPAN && moved(here + x) {
                     self.mixed.push(here + x);
                     self.mixed_marks[here + x] = true;
                 }
@@ -259,7 +274,7 @@ mod tests {
         let rgb = square_picture();
         let before = mask_of(18, 30, 17, 33);
         let mut mask = before.clone();
-        EdgeSnap::new().apply(&mut mask, &rgb, W, H);
+        EdgeSnap::new().apply(&mut mask, &rgb, W, H, |_| true);
         let mut changed = 0;
         for y in 0..H {
             for x in 0..W {
@@ -280,7 +295,7 @@ mod tests {
         let rgb = square_picture();
         let before = mask_of(16, 32, 16, 32);
         let mut mask = before.clone();
-        EdgeSnap::new().apply(&mut mask, &rgb, W, H);
+        EdgeSnap::new().apply(&mut mask, &rgb, W, H, |_| true);
         for (i, (a, b)) in mask.iter().zip(&before).enumerate() {
             assert!(a.abs_diff(*b) <= 4, "({}, {}): {a} where {b}", i % W, i / W);
         }
@@ -294,7 +309,7 @@ mod tests {
         let mut mask = mask_of(16, 32, 16, 32);
         mask[8 * W + 8] = 255; // a speck in the flat background
         mask[24 * W + 24] = 0; // a notch inside the flat square
-        EdgeSnap::new().apply(&mut mask, &rgb, W, H);
+        EdgeSnap::new().apply(&mut mask, &rgb, W, H, |_| true);
         assert!(mask[8 * W + 8] < 64, "the speck is {}", mask[8 * W + 8]);
         assert!(
             mask[24 * W + 24] > 192,
@@ -304,13 +319,34 @@ mod tests {
     }
 
     #[test]
+    fn where_nothing_moved_the_mask_is_left_exactly() {
+        let rgb = square_picture();
+        let mut before = mask_of(16, 32, 16, 32);
+        before[8 * W + 8] = 255;
+        before[24 * W + 24] = 0;
+        let mut mask = before.clone();
+        EdgeSnap::new().apply(&mut mask, &rgb, W, H, |_| false);
+        assert_eq!(mask, before);
+        // Only the left part moved: the speck there fades, and two pixels
+        // past it (the windows it centres reach one, their pixels two) the
+        // mask keeps every value, the notch too.
+        EdgeSnap::new().apply(&mut mask, &rgb, W, H, |k| k % W < 20);
+        assert!(mask[8 * W + 8] < 64, "the speck is {}", mask[8 * W + 8]);
+        for (k, (a, b)) in mask.iter().zip(&before).enumerate() {
+            if k % W >= 22 {
+                assert_eq!(a, b, "({}, {})", k % W, k / W);
+            }
+        }
+    }
+
+    #[test]
     fn a_mask_spanning_few_levels_is_left_exactly() {
         // The model's faint background: a few levels' ripple is no edge
         // (fitted, this sawtooth would be smoothed).
         let rgb = square_picture();
         let before: Vec<u8> = (0..W * H).map(|i| (i % W % 5 * 3) as u8).collect();
         let mut mask = before.clone();
-        EdgeSnap::new().apply(&mut mask, &rgb, W, H);
+        EdgeSnap::new().apply(&mut mask, &rgb, W, H, |_| true);
         assert_eq!(mask, before);
     }
 
@@ -319,7 +355,7 @@ mod tests {
         let rgb = square_picture();
         let before = mask_of(17, 33, 16, 32);
         let mut mask = before.clone();
-        EdgeSnap::new().apply(&mut mask, &rgb[..3 * W * (H - 1)], W, H);
+        EdgeSnap::new().apply(&mut mask, &rgb[..3 * W * (H - 1)], W, H, |_| true);
         assert_eq!(mask, before);
     }
 }

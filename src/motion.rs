@@ -219,13 +219,15 @@ impl Field {
     }
 
     /// Moves a mask as [`Field::warp_mask`] does, onto `to` (the picture
-    /// the field leads to, packed RGB), then smooths it where `to` does
-    /// not back its edges ([`EdgeSnap`]). A still field copies the mask
-    /// exactly.
+    /// the field leads to, packed RGB), then smooths it where it moved
+    /// and `to` does not back its edges ([`EdgeSnap`]). A still field
+    /// copies the mask exactly, and so does a zero vector for its pixel and
+    /// the pixels around it.
     pub fn warp_mask_onto(&self, mask: &[u8], to: &[u8], snap: &mut EdgeSnap, out: &mut Vec<u8>) {
         self.warp_mask(mask, out);
         if !self.still {
-            snap.apply(out, to, self.width, self.height);
+            let moved = |k: usize| self.pixels[k] != [0.0, 0.0];
+            snap.apply(out, to, self.width, self.height, moved);
         }
     }
 

@@ -389,11 +389,13 @@ fn a_refusal_before_the_body_is_read_still_reaches_a_client_sending_it() {
             s
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_health(a, "2 bodies being sent", |h| h["sending_bodies"] == 2);
     let r = remove_raw(a, "", &big);
     assert_eq!(r.status, 503, "{}", r.error());
     assert!(r.error().contains("sending their bodies"), "{}", r.error());
+    assert_eq!(r.header("connection"), Some("close"));
     drop(stalled);
+    wait_for_health(a, "no body being sent", |h| h["sending_bodies"] == 0);
 
     // What it read of the refused bodies was dropped, and it still serves.
     assert_eq!(decoded(&remove(a, "", &png)).width(), 451);
@@ -454,7 +456,7 @@ fn slow_clients_hold_only_their_own_connections() {
         .unwrap();
     let mut body_half = post_head_only(a, png.len());
     body_half.write_all(&png[..png.len() / 2]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_health(a, "a body being sent", |h| h["sending_bodies"] == 1);
 
     // The one place in the service is not theirs: a whole request gets it.
     let r = remove(a, "", &png);
@@ -465,7 +467,7 @@ fn slow_clients_hold_only_their_own_connections() {
     // second one stalled, the next request is refused at once.
     let mut body_half_too = post_head_only(a, png.len());
     body_half_too.write_all(&png[..100]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_health(a, "2 bodies being sent", |h| h["sending_bodies"] == 2);
     let r = remove(a, "", &png);
     assert_eq!(r.status, 503, "{}", r.error());
     assert_eq!(r.header("retry-after"), Some("1"));

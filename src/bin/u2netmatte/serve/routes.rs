@@ -68,11 +68,13 @@ pub fn router(service: Arc<Service>) -> Router {
 
 async fn health(State(s): State<Arc<Service>>) -> Response {
     let in_flight = s.max_queue - s.admitted.available_permits();
+    let sending_bodies = 2 * s.max_queue - s.reading.available_permits();
     let (kept, in_use) = s.bridge.pipelines();
     axum::Json(serde_json::json!({
         "status": "ok",
         "model": s.model_name,
         "in_flight": in_flight,
+        "sending_bodies": sending_bodies,
         "max_queue": s.max_queue,
         "pipelines": { "kept": kept, "in_use": in_use },
     }))
@@ -118,10 +120,16 @@ async fn remove(State(s): State<Arc<Service>>, request: Request) -> Response {
     let started = Instant::now();
     let answer = match admit(&s, &request) {
         Err(refusal) => {
-            // Answered before its body: the body is read behind the answer.
+            // Answered before its body: the body is read behind the answer,
+            // and the connection then closed rather than kept for another
+            // request (a refused client's place is given back at once).
             let deadline = tokio::time::Instant::from_std(started + s.body_timeout);
             linger::drain_in_background(request, deadline, s.body_limit);
-            refusal.into_response()
+            let mut answer = refusal.into_response();
+            answer
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            answer
         }
         Ok(admitted) => {
             // The whole request, from its arrival: reading, decoding, the
