@@ -25,6 +25,8 @@
 //! regularisation gained less. It costs about 0.35 ms a frame at 320x320
 //! on those clips (timed alone, 2 cores of an AMD EPYC).
 
+use crate::motion::luma;
+
 /// The regularisation (luma and mask in 0..1): how large a luma step is
 /// an edge worth following (a luma variance of 0.001 in a window is a
 /// standard deviation of 8 levels).
@@ -93,11 +95,7 @@ impl EdgeSnap {
                 if !self.held_marks[j] {
                     self.held_marks[j] = true;
                     self.held.push(j);
-                    let p = &rgb[3 * j..3 * j + 3];
-                    self.luma[j] = (0.299 * f32::from(p[0])
-                        + 0.587 * f32::from(p[1])
-                        + 0.114 * f32::from(p[2]))
-                        / 255.0;
+                    self.luma[j] = f32::from(luma(&rgb[3 * j..3 * j + 3])) / 255.0;
                 }
             }
         }

@@ -439,11 +439,13 @@ fn luma_of(rgb: &[u8], width: usize, height: usize, out: &mut Level) {
     out.width = width;
     out.height = height;
     out.luma.clear();
-    // BT.601 weights in 8-bit fixed point.
     out.luma
-        .extend(rgb.chunks_exact(3).take(width * height).map(|p| {
-            ((77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2]) + 128) >> 8) as u8
-        }));
+        .extend(rgb.chunks_exact(3).take(width * height).map(luma));
+}
+
+/// The luma of an RGB pixel: BT.601 weights in 8-bit fixed point.
+pub fn luma(p: &[u8]) -> u8 {
+    ((77 * u32::from(p[0]) + 150 * u32::from(p[1]) + 29 * u32::from(p[2]) + 128) >> 8) as u8
 }
 
 /// A pyramid of luma pictures, finest first.
