@@ -378,6 +378,35 @@ fn a_refusal_before_the_body_is_read_still_reaches_a_client_sending_it() {
         r.error()
     );
 
+    // A client waiting for "100 Continue" gets the answer instead, at
+    // once, and the connection closes without asking it for its body
+    // (reading it would wait for the body until --body-timeout).
+    let started = Instant::now();
+    let mut waiting = std::net::TcpStream::connect(a).unwrap();
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        waiting,
+        "POST /api/remove?colour=red HTTP/1.1\r\nHost: {a}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
+        big.len()
+    )
+    .unwrap();
+    let r = read_response(&mut waiting).unwrap();
+    assert_eq!(r.status, 400, "{}", r.error());
+    assert!(
+        r.error().contains("unknown option 'colour'"),
+        "{}",
+        r.error()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the answer took {:?}",
+        started.elapsed()
+    );
+
     // Two requests that stall in their bodies hold every place for
     // bodies being read (twice --max-queue): the next one is refused
     // before its body.
