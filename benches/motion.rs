@@ -23,7 +23,9 @@
 //! element's output) and along the motion where the picture moved, which
 //! only an average that follows the motion can lower.
 //!
-//! Environment: MOTION_FRAMES (frames of each clip, default 200),
+//! Environment: MOTION_CLIPS (comma-separated names in `.deps/clips`,
+//! default the three below), MOTION_FRAMES (frames of each clip, default
+//! 200),
 //! MOTION_RUNS (timing runs, default 5), MOTION_CACHE (a folder to keep
 //! the model's masks in between runs), BENCH_TOP (the project folder).
 
@@ -40,6 +42,10 @@ use gstu2netmatte::temporal::{TemporalSmoother, box_blur_3x3, channel_change};
 
 const MODEL_SIDE: u32 = 320;
 const AGES_MS: [u64; 5] = [200, 300, 400, 500, 600];
+/// People walking far off (vtest.avi), an animated film's characters
+/// (Megamind.avi), and a man talking in a moving car, head and shoulders
+/// as a webcam shows them (carphone_pristine.mp4: the "Carphone" test sequence).
+const CLIPS: &str = "vtest.avi,Megamind.avi,carphone_pristine.mp4";
 
 /// The first `frames` of `clip` as packed RGB at 640x480, and its frame rate.
 fn decode(clip: &str, frames: usize) -> (Vec<Vec<u8>>, f64) {
@@ -307,7 +313,8 @@ fn main() {
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut timings = Vec::new();
     let mut smoothing = Vec::new();
-    for clip in ["vtest.avi", "Megamind.avi"] {
+    let clips = common::env_or("MOTION_CLIPS", CLIPS.to_string());
+    for clip in clips.split(',').filter(|c| !c.is_empty()) {
         let path = format!("{}/.deps/clips/{clip}", common::top());
         let (decoded, fps) = decode(&path, frames);
         let mut preparer = Preparer::new(MODEL_SIDE, MODEL_SIDE, Normalization::IMAGENET);

