@@ -107,7 +107,7 @@ bench-live: setup
 	LIVE_PROPS="precision=bf16" FLICKER_FRAMES=0 $(CARGO) bench --bench live
 
 # Borrowed masks moved with the picture on real clips (vtest.avi,
-# Megamind.avi): 1-IoU against each frame's own mask at mask ages 200-600
+# Megamind.avi, carphone_pristine.mp4): 1-IoU against each frame's own mask at mask ages 200-600
 # ms, as they are and moved, and the motion step's cost (not a test).
 bench-motion: setup
 	$(CARGO) bench --bench motion
