@@ -833,11 +833,12 @@ fn choose_per_pixel(field: &mut Field, from: &Level, to: &Level) {
                 continue;
             }
             field.candidates(bx, by, &mut distinct);
+
             // Per pixel, the least cost so far and which candidate has it
             // (apart, so that the comparison is a select the compiler can
             // make on many pixels at once); the first wins ties.
             best_cost.clear();
-            best_cost.resize((x1 - x0) * (y1 - y0), u32::MAX);
+            best_cost.resize((x1 - x0) * (y1 - y0), u16::MAX);
             best_choice.clear();
             best_choice.resize(best_cost.len(), 0u8);
             for (k, &v) in distinct.iter().enumerate() {
@@ -855,7 +856,7 @@ fn choose_per_pixel(field: &mut Field, from: &Level, to: &Level) {
                 let pixels = field.pixels[y * w + x0..y * w + x1].iter_mut();
                 let costs = field.costs[y * w + x0..y * w + x1].iter_mut();
                 for (((p, c), &cost), &choice) in pixels.zip(costs).zip(cost_row).zip(choice_row) {
-                    (*p, *c) = (distinct[usize::from(choice)], cost);
+                    (*p, *c) = (distinct[usize::from(choice)], u32::from(cost));
                 }
             }
         }
@@ -932,21 +933,29 @@ fn open_region(disoccluded: &mut Vec<u32>, marks: &mut Vec<u8>, w: usize, h: usi
     for &i in disoccluded.iter() {
         marks[i as usize] = MARKED;
     }
-    let around = |i: usize| {
+    // The marked pixels among the 3x3 neighbourhood of `i` (itself left
+    // out), with `mark` set; plain loops: this runs for thousands of pixels.
+    let count_around = |marks: &[u8], i: usize, mark: u8| {
         let (x, y) = (i % w, i / w);
-        (y.saturating_sub(1)..(y + 2).min(h))
-            .flat_map(move |ny| (x.saturating_sub(1)..(x + 2).min(w)).map(move |nx| ny * w + nx))
-            .filter(move |&j| j != i)
+        let (x0, x1) = (x.saturating_sub(1), (x + 2).min(w));
+        let mut count = 0;
+        for ny in y.saturating_sub(1)..(y + 2).min(h) {
+            count += marks[ny * w + x0..ny * w + x1]
+                .iter()
+                .filter(|&&m| m & mark != 0)
+                .count();
+        }
+        count - usize::from(marks[i] & mark != 0)
     };
     for &i in disoccluded.iter() {
         let i = i as usize;
-        if around(i).filter(|&j| marks[j] != 0).count() >= REGION_NEIGHBOURS {
+        if count_around(marks, i, MARKED) >= REGION_NEIGHBOURS {
             marks[i] |= CORE;
         }
     }
     disoccluded.retain(|&i| {
         let i = i as usize;
-        marks[i] & CORE != 0 || around(i).any(|j| marks[j] & CORE != 0)
+        marks[i] & CORE != 0 || count_around(marks, i, CORE) > 0
     });
 }
 
@@ -967,7 +976,7 @@ fn block_costs(
     (x0, y0, x1, y1): (usize, usize, usize, usize),
     v: [f32; 2],
     scratch: &mut CostScratch,
-    costs: &mut Vec<u32>,
+    costs: &mut Vec<u16>,
 ) {
     let (vx, vy) = (v[0].round() as isize, v[1].round() as isize);
     // The differences over the block and a one-pixel margin...
@@ -988,21 +997,22 @@ fn block_costs(
         for (y, sums) in rows.iter_mut().enumerate() {
             let ty = (top + y as isize) as usize;
             let fy = (top + vy + y as isize) as usize;
-            let t = &to.luma[ty * to.width + left as usize..][..SIDE];
-            let f = &from.luma[fy * from.width + (left + vx) as usize..][..SIDE];
-            let mut d = [0u16; SIDE];
-            for ((d, a), b) in d.iter_mut().zip(t).zip(f) {
-                *d = u16::from(a.abs_diff(*b));
-            }
-            for (x, s) in sums.iter_mut().enumerate() {
-                *s = d[x] + d[x + 1] + d[x + 2];
-            }
+            let t: &[u8; SIDE] = to.luma[ty * to.width + left as usize..][..SIDE]
+                .try_into()
+                .unwrap();
+            let f: &[u8; SIDE] = from.luma[fy * from.width + (left + vx) as usize..][..SIDE]
+                .try_into()
+                .unwrap();
+            let d: [u16; SIDE] = std::array::from_fn(|x| u16::from(t[x].abs_diff(f[x])));
+            *sums = std::array::from_fn(|x| d[x] + d[x + 1] + d[x + 2]);
         }
         costs.clear();
-        for y in 0..BLOCK {
-            costs.extend((0..BLOCK).map(|x| {
-                u32::from(rows[y][x]) + u32::from(rows[y + 1][x]) + u32::from(rows[y + 2][x])
-            }));
+        costs.resize(BLOCK * BLOCK, 0);
+        for (y, out) in costs.chunks_exact_mut(BLOCK).enumerate() {
+            let (a, b, c) = (&rows[y], &rows[y + 1], &rows[y + 2]);
+            for x in 0..BLOCK {
+                out[x] = a[x] + b[x] + c[x];
+            }
         }
         return;
     }
@@ -1042,12 +1052,7 @@ fn block_costs(
             &rows[(y + 1) * bw..][..bw],
             &rows[(y + 2) * bw..][..bw],
         );
-        costs.extend(
-            a.iter()
-                .zip(b)
-                .zip(c)
-                .map(|((a, b), c)| u32::from(*a) + u32::from(*b) + u32::from(*c)),
-        );
+        costs.extend(a.iter().zip(b).zip(c).map(|((a, b), c)| a + b + c));
     }
 }
 
