@@ -8,6 +8,8 @@
 //! LIVE_PROPS (extra element properties for the live runs), FLICKER_FRAMES
 //! (frames of each clip, default 150; 0 skips the stability table),
 //! FLICKER_CLIPS (clips in .deps/clips, default vtest.avi,Megamind.avi),
+//! FLICKER_STRENGTHS (the temporal-smoothing weights, default
+//! 0.5,0.8,0.9,0.94),
 //! BENCH_TOP (the project folder, default where it was built).
 
 mod common;
@@ -365,8 +367,10 @@ fn temporal_stability(name: &str, frames: u64) {
     println!("| temporal-smoothing | motion-compensation | flicker | vs per-frame | drift |");
     println!("|---|---|---|---|---|");
     let (w, h, rgb, per_frame) = clip_masks(&clip, frames, 0.0, false);
-    let settings: Vec<(f64, bool)> = [0.5, 0.8, 0.9]
-        .into_iter()
+    let strengths = common::env_or("FLICKER_STRENGTHS", "0.5,0.8,0.9,0.94".to_string());
+    let settings: Vec<(f64, bool)> = strengths
+        .split(',')
+        .map(|s| s.trim().parse::<f64>().expect("FLICKER_STRENGTHS: numbers"))
         .flat_map(|s| [(s, false), (s, true)])
         .collect();
     let runs: Vec<Frames> = settings

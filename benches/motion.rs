@@ -25,7 +25,8 @@
 //!
 //! Environment: MOTION_CLIPS (comma-separated names in `.deps/clips`,
 //! default the three below), MOTION_FRAMES (frames of each clip, default
-//! 200),
+//! 200), MOTION_SMOOTHING (the temporal-smoothing weights, default
+//! 0.8,0.9,0.94),
 //! MOTION_RUNS (timing runs, default 5), MOTION_CACHE (a folder to keep
 //! the model's masks in between runs), BENCH_TOP (the project folder).
 
@@ -458,13 +459,15 @@ fn flicker(
 
 /// `temporal-smoothing` (the element's `TemporalSmoother`, at the model's
 /// size, on the model's own masks of every frame, as the element smooths
-/// them when each frame gets its own mask) at 0.8 and 0.9, with and without
+/// them when each frame gets its own mask) at the weights of MOTION_SMOOTHING, with and without
 /// `motion-compensation`: flicker where the picture is still and along
 /// the motion where it moves, as shares of the per-frame masks', and the
 /// drift from them. Prints table rows.
 fn smoothing_rows(clip: &str, small: &[Vec<u8>], masks: &[Vec<u8>]) {
-    let settings: Vec<(f64, bool)> = [0.8, 0.9]
-        .into_iter()
+    let strengths = common::env_or("MOTION_SMOOTHING", "0.8,0.9,0.94".to_string());
+    let settings: Vec<(f64, bool)> = strengths
+        .split(',')
+        .map(|s| s.trim().parse::<f64>().expect("MOTION_SMOOTHING: numbers"))
         .flat_map(|s| [(s, false), (s, true)])
         .collect();
     let mut runs = vec![masks.to_vec()];
