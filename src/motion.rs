@@ -1138,6 +1138,116 @@ mod tests {
         assert_eq!(checked, 6 * 5 * 25 * 25);
     }
 
+    #[test]
+    fn the_per_pixel_costs_are_the_plain_3x3_sums_everywhere() {
+        // Whole blocks (the fixed-size path) and blocks on every border
+        // (the general one), with vectors reaching past the borders; a
+        // picture of strong contrast, so that sums run high.
+        let (w, h) = (44usize, 37usize);
+        let level = |seed: u32| Level {
+            width: w,
+            height: h,
+            luma: (0..w * h)
+                .map(|i| {
+                    let t = texture((i % w) as i32, (i / w) as i32, seed) as u32;
+                    if t.is_multiple_of(2) {
+                        255
+                    } else {
+                        (t % 7) as u8
+                    }
+                })
+                .collect(),
+        };
+        let (from, to) = (level(3), level(4));
+        let (mut scratch, mut costs) = (CostScratch::default(), Vec::new());
+        let (mut whole, mut clipped, mut highest) = (0, 0, 0);
+        for by in 0..h.div_ceil(BLOCK) {
+            for bx in 0..w.div_ceil(BLOCK) {
+                let (x0, y0) = (bx * BLOCK, by * BLOCK);
+                let (x1, y1) = ((x0 + BLOCK).min(w), (y0 + BLOCK).min(h));
+                for v in [
+                    [0.0, 0.0],
+                    [1.4, -0.6],
+                    [-2.0, 3.0],
+                    [9.0, -11.0],
+                    [-30.0, 25.0],
+                ] {
+                    block_costs(&from, &to, (x0, y0, x1, y1), v, &mut scratch, &mut costs);
+                    assert_eq!(costs.len(), (x1 - x0) * (y1 - y0));
+                    let (vx, vy) = (v[0].round() as isize, v[1].round() as isize);
+                    for (k, &cost) in costs.iter().enumerate() {
+                        let (x, y) = ((x0 + k % (x1 - x0)) as isize, (y0 + k / (x1 - x0)) as isize);
+                        let mut plain = 0u32;
+                        for dy in -1..=1 {
+                            for dx in -1..=1 {
+                                let (a, b) =
+                                    (to.get(x + dx, y + dy), from.get(x + dx + vx, y + dy + vy));
+                                plain += u32::from(a.abs_diff(b));
+                            }
+                        }
+                        assert_eq!(u32::from(cost), plain, "pixel ({x}, {y}) moved by {v:?}");
+                        highest = highest.max(plain);
+                    }
+                    let inside = x0 >= 1 && y0 >= 1 && x1 < w && y1 < h;
+                    if inside && (x1 - x0, y1 - y0) == (BLOCK, BLOCK) {
+                        whole += 1;
+                    } else {
+                        clipped += 1;
+                    }
+                }
+            }
+        }
+        assert!(whole > 0 && clipped > 0, "{whole} whole, {clipped} clipped");
+        assert!(highest > 1500, "the sums reach {highest} at most");
+    }
+
+    #[test]
+    fn the_opening_keeps_what_has_a_core_and_its_border_only() {
+        // The definition, spelled out: a marked pixel with at least
+        // REGION_NEIGHBOURS marked of its 8 neighbours is a core; a marked
+        // pixel is kept if it is a core or touches one.
+        let (w, h) = (23usize, 19usize);
+        for seed in 0..6u32 {
+            let marked: Vec<bool> = (0..w * h)
+                .map(|i| texture((i % w) as i32, (i / w) as i32, seed) > 110.0)
+                .collect();
+            let around = |i: usize| {
+                let (x, y) = ((i % w) as isize, (i / w) as isize);
+                (-1..=1isize)
+                    .flat_map(move |dy| (-1..=1isize).map(move |dx| (x + dx, y + dy)))
+                    .filter(move |&(nx, ny)| {
+                        (nx, ny) != (x, y)
+                            && nx >= 0
+                            && ny >= 0
+                            && nx < w as isize
+                            && ny < h as isize
+                    })
+                    .map(move |(nx, ny)| ny as usize * w + nx as usize)
+            };
+            let core: Vec<bool> = (0..w * h)
+                .map(|i| marked[i] && around(i).filter(|&j| marked[j]).count() >= REGION_NEIGHBOURS)
+                .collect();
+            let expected: Vec<u32> = (0..w * h)
+                .filter(|&i| marked[i] && (core[i] || around(i).any(|j| core[j])))
+                .map(|i| i as u32)
+                .collect();
+            let mut kept: Vec<u32> = (0..w * h)
+                .filter(|&i| marked[i])
+                .map(|i| i as u32)
+                .collect();
+            let before = kept.len();
+            let mut marks = Vec::new();
+            open_region(&mut kept, &mut marks, w, h);
+            assert_eq!(kept, expected, "seed {seed}");
+            // Both kinds are there: some kept, some dropped.
+            assert!(
+                !kept.is_empty() && kept.len() < before,
+                "seed {seed}: {} of {before}",
+                kept.len()
+            );
+        }
+    }
+
     /// How the disc and the background look.
     #[derive(Clone, Copy)]
     enum Look {
