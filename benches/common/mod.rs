@@ -21,6 +21,31 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// The comma-separated list in `name` (or `default`), each entry trimmed,
+/// empty ones left out.
+pub fn env_list(name: &str, default: &str) -> Vec<String> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.to_string())
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// [`env_list`] as numbers; a bad entry panics at once, naming it (a
+/// bench's setting, read before any slow work).
+pub fn env_numbers(name: &str, default: &str) -> Vec<f64> {
+    env_list(name, default)
+        .iter()
+        .map(|entry| {
+            entry
+                .parse()
+                .unwrap_or_else(|_| panic!("{name}: {entry:?} is not a number"))
+        })
+        .collect()
+}
+
 pub fn env_u64(name: &str, default: u64) -> u64 {
     env_or(name, default)
 }
