@@ -365,6 +365,34 @@ fn bad_requests_get_a_4xx_naming_the_cause_and_the_service_goes_on() {
 /// breaks the client's write or takes the answer with it. The body is far
 /// larger than what the sockets buffer, so that none of it is luck.
 #[test]
+fn an_answer_given_before_the_whole_body_still_reaches_a_client_sending_it() {
+    // Answers axum gives before a handler reads the whole body: the body
+    // limit's 413 part way through, a 404 and a 405 without reading it. A
+    // client sending 30 MB (far past what the sockets buffer) before it
+    // reads gets them, not a reset.
+    let server = Server::start(&["--max-body-mb", "2", "--body-timeout", "20"]);
+    let a = server.addr;
+    let big = vec![7u8; 30_000_000];
+    let post = |path: &str| {
+        exchange(
+            a,
+            &format!("POST {path} HTTP/1.1\r\nContent-Type: application/octet-stream"),
+            &big,
+        )
+        .unwrap_or_else(|e| panic!("POST {path} answered: {e}"))
+    };
+    let r = post("/api/remove");
+    assert_eq!(r.status, 413, "{}", r.error());
+    assert!(r.error().contains("length limit"), "{}", r.error());
+    let r = post("/no/such/page");
+    assert_eq!(r.status, 404, "{}", r.error());
+    assert!(r.error().contains("no such page"), "{}", r.error());
+    assert_eq!(post("/healthz").status, 405);
+    let health = get(a, "/healthz");
+    assert_eq!(health.status, 200);
+}
+
+#[test]
 fn a_refusal_before_the_body_is_read_still_reaches_a_client_sending_it() {
     use std::io::Write;
     let server = Server::start(&["--max-queue", "1", "--body-timeout", "20"]);

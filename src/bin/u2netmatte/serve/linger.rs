@@ -11,23 +11,127 @@
 //! size, as web servers' "lingering close" does.
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
-use axum::body::Body;
-use axum::extract::Request;
-use axum::http::header;
-use hyper::body::Body as _;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
+use hyper::body::{Body as _, Frame, SizeHint};
+
+/// How long a request's body may still be read behind its answer, from
+/// the request's arrival (--body-timeout).
+#[derive(Clone, Copy)]
+pub struct Lingering(pub std::time::Duration);
+
+/// Every request's body: one its handler answered before reading to the
+/// end (a 404 or 405 with a body, the body limit's 413, an upload refused
+/// after its first part) is read to its end behind the answer, which
+/// closes the connection. Without this, a client still sending is reset
+/// and never sees why (nginx's and Apache's "lingering close" do the same;
+/// bounded in time only, as theirs are: a client that sends past the
+/// deadline is cut off).
+pub async fn linger_layer(
+    State(lingering): State<Lingering>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let deadline = tokio::time::Instant::now() + lingering.0;
+    let awaits_continue = awaits_continue(&request);
+    let dropped_unread = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&dropped_unread);
+    let request = request.map(|body| {
+        Body::new(DrainOnDrop {
+            body: Some(body),
+            polled: false,
+            awaits_continue,
+            deadline,
+            dropped_unread: flag,
+        })
+    });
+    let mut response = next.run(request).await;
+    if dropped_unread.load(Ordering::Relaxed) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// A client waiting for "100 Continue" sends no body when the answer comes
+/// first; reading would ask it for one.
+fn awaits_continue(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// A body that, dropped before its end, is read to its end in a task of
+/// its own (see [`linger_layer`]).
+struct DrainOnDrop {
+    body: Option<Body>,
+    /// Read from at all: a client waiting for "100 Continue" was then
+    /// asked for its body, and sends it.
+    polled: bool,
+    awaits_continue: bool,
+    deadline: tokio::time::Instant,
+    dropped_unread: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for DrainOnDrop {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        this.polled = true;
+        match this.body.as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |b| b.size_hint())
+    }
+}
+
+impl Drop for DrainOnDrop {
+    fn drop(&mut self) {
+        let Some(body) = self.body.take() else { return };
+        if body.is_end_stream() || (self.awaits_continue && !self.polled) {
+            return;
+        }
+        // Dropped outside a runtime (a test's): nothing to read it on.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        self.dropped_unread.store(true, Ordering::Relaxed);
+        let deadline = self.deadline;
+        runtime.spawn(async move {
+            let _ = tokio::time::timeout_at(deadline, drain(body, usize::MAX)).await;
+        });
+    }
+}
 
 /// Reads `request`'s body to its end in a task of its own and drops what
 /// it reads; gives up at `deadline` or past `limit` bytes, closing the
 /// connection then. The task holds only the body, never the bytes.
 pub fn drain_in_background(request: Request, deadline: tokio::time::Instant, limit: usize) {
-    // A client waiting for "100 Continue" sends no body when the answer
-    // comes first; reading would ask it for one.
-    let awaits_continue = request
-        .headers()
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if awaits_continue {
+    if awaits_continue(&request) {
         return;
     }
     let body = request.into_body();

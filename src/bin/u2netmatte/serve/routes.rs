@@ -63,6 +63,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/metrics", get(metrics))
         .fallback(|| async { Refusal::new(StatusCode::NOT_FOUND, "no such page") })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            linger::Lingering(service.body_timeout),
+            linger::linger_layer,
+        ))
         .with_state(service)
 }
 
