@@ -359,11 +359,6 @@ fn bad_requests_get_a_4xx_naming_the_cause_and_the_service_goes_on() {
     assert_eq!(get(a, "/healthz").status, 200);
 }
 
-/// A refusal made before the body is read (a bad option, a full service)
-/// must still let a client that sends its whole body first, as most do,
-/// read the answer: a socket closed on unread bytes is reset, and the reset
-/// breaks the client's write or takes the answer with it. The body is far
-/// larger than what the sockets buffer, so that none of it is luck.
 #[test]
 fn an_answer_given_before_the_whole_body_still_reaches_a_client_sending_it() {
     // Answers axum gives before a handler reads the whole body: the body
@@ -392,6 +387,11 @@ fn an_answer_given_before_the_whole_body_still_reaches_a_client_sending_it() {
     assert_eq!(health.status, 200);
 }
 
+/// A refusal made before the body is read (a bad option, a full service)
+/// must still let a client that sends its whole body first, as most do,
+/// read the answer: a socket closed on unread bytes is reset, and the reset
+/// breaks the client's write or takes the answer with it. The body is far
+/// larger than what the sockets buffer, so that none of it is luck.
 #[test]
 fn a_refusal_before_the_body_is_read_still_reaches_a_client_sending_it() {
     use std::io::Write;

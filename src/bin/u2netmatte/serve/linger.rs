@@ -46,6 +46,7 @@ pub async fn linger_layer(
     let request = request.map(|body| {
         Body::new(DrainOnDrop {
             body: Some(body),
+            ended: false,
             polled: false,
             awaits_continue,
             deadline,
@@ -74,6 +75,9 @@ fn awaits_continue(request: &Request) -> bool {
 /// its own (see [`linger_layer`]).
 struct DrainOnDrop {
     body: Option<Body>,
+    /// Read to its end (or failed): a chunked body never says so by
+    /// itself (its length is unknown), so what was read tells.
+    ended: bool,
     /// Read from at all: a client waiting for "100 Continue" was then
     /// asked for its body, and sends it.
     polled: bool,
@@ -92,14 +96,18 @@ impl hyper::body::Body for DrainOnDrop {
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
         this.polled = true;
-        match this.body.as_mut() {
+        let frame = match this.body.as_mut() {
             Some(body) => Pin::new(body).poll_frame(cx),
             None => Poll::Ready(None),
+        };
+        if matches!(frame, Poll::Ready(None | Some(Err(_)))) {
+            this.ended = true;
         }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(|b| b.is_end_stream())
+        self.ended || self.body.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -112,7 +120,7 @@ impl hyper::body::Body for DrainOnDrop {
 impl Drop for DrainOnDrop {
     fn drop(&mut self) {
         let Some(body) = self.body.take() else { return };
-        if body.is_end_stream() || (self.awaits_continue && !self.polled) {
+        if self.ended || body.is_end_stream() || (self.awaits_continue && !self.polled) {
             return;
         }
         // Dropped outside a runtime (a test's): nothing to read it on.
@@ -122,51 +130,35 @@ impl Drop for DrainOnDrop {
         self.dropped_unread.store(true, Ordering::Relaxed);
         let deadline = self.deadline;
         runtime.spawn(async move {
-            let _ = tokio::time::timeout_at(deadline, drain(body, usize::MAX)).await;
+            let _ = tokio::time::timeout_at(deadline, drain(body)).await;
         });
     }
 }
 
-/// Reads `request`'s body to its end in a task of its own and drops what
-/// it reads; gives up at `deadline` or past `limit` bytes, closing the
-/// connection then. The task holds only the body, never the bytes.
-pub fn drain_in_background(request: Request, deadline: tokio::time::Instant, limit: usize) {
-    if awaits_continue(&request) {
-        return;
-    }
-    let body = request.into_body();
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout_at(deadline, drain(body, limit)).await;
-    });
-}
-
-/// Reads up to `limit` bytes of `body` and drops them; the length read.
-async fn drain(mut body: Body, limit: usize) -> usize {
+/// Reads `body` to its end (or until the client goes away) and drops
+/// what it reads, a frame at a time; the length read.
+async fn drain(mut body: Body) -> usize {
     let mut read = 0;
-    while read <= limit {
+    loop {
         let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
         match frame {
             Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
             // The end, or the client went away.
-            None | Some(Err(_)) => break,
+            None | Some(Err(_)) => return read,
         }
     }
-    read
 }
 
 #[cfg(test)]
 mod tests {
-    use std::task::{Context, Poll};
-
-    use axum::body::Bytes;
-    use hyper::body::Frame;
+    use std::sync::atomic::AtomicUsize;
 
     use super::*;
 
     /// `chunks` chunks of 1000 bytes; counts those taken.
     struct Chunks {
         left: usize,
-        taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        taken: Arc<AtomicUsize>,
     }
 
     impl hyper::body::Body for Chunks {
@@ -181,17 +173,16 @@ mod tests {
                 return Poll::Ready(None);
             }
             self.left -= 1;
-            self.taken
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.taken.fetch_add(1, Ordering::Relaxed);
             Poll::Ready(Some(Ok(Frame::data(Bytes::from(vec![0u8; 1000])))))
         }
     }
 
-    fn chunks(n: usize) -> (Body, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-        let taken = std::sync::Arc::default();
+    fn chunks(n: usize) -> (Body, Arc<AtomicUsize>) {
+        let taken = Arc::default();
         let body = Chunks {
             left: n,
-            taken: std::sync::Arc::clone(&taken),
+            taken: Arc::clone(&taken),
         };
         (Body::new(body), taken)
     }
@@ -199,14 +190,77 @@ mod tests {
     #[tokio::test]
     async fn a_body_is_read_to_its_end() {
         let (body, taken) = chunks(10);
-        assert_eq!(drain(body, 1 << 20).await, 10_000);
-        assert_eq!(taken.load(std::sync::atomic::Ordering::Relaxed), 10);
+        assert_eq!(drain(body).await, 10_000);
+        assert_eq!(taken.load(Ordering::Relaxed), 10);
+    }
+
+    /// `body` as the layer wraps it; the flag it sets when dropped unread.
+    fn wrapped(body: Body, awaits_continue: bool) -> (DrainOnDrop, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let wrapped = DrainOnDrop {
+            body: Some(body),
+            ended: false,
+            polled: false,
+            awaits_continue,
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
+            dropped_unread: Arc::clone(&flag),
+        };
+        (wrapped, flag)
+    }
+
+    async fn read_frames(body: &mut DrainOnDrop, frames: usize) {
+        for _ in 0..frames {
+            std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+        }
+    }
+
+    /// Waits (a few seconds at most) until `taken` chunks were taken.
+    async fn until_taken(taken: &AtomicUsize, count: usize) -> usize {
+        for _ in 0..500 {
+            if taken.load(Ordering::Relaxed) >= count {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        taken.load(Ordering::Relaxed)
     }
 
     #[tokio::test]
-    async fn reading_stops_at_the_first_chunk_past_the_limit() {
+    async fn a_body_dropped_part_read_is_read_to_its_end_behind_the_answer() {
         let (body, taken) = chunks(10);
-        assert_eq!(drain(body, 2500).await, 3000);
-        assert_eq!(taken.load(std::sync::atomic::Ordering::Relaxed), 3);
+        let (mut body, dropped_unread) = wrapped(body, false);
+        read_frames(&mut body, 3).await;
+        drop(body);
+        assert!(dropped_unread.load(Ordering::Relaxed));
+        assert_eq!(until_taken(&taken, 10).await, 10);
+    }
+
+    #[tokio::test]
+    async fn a_body_read_to_its_end_is_left_alone() {
+        // Chunked: the body never says it is at its end; reading says so.
+        let (body, taken) = chunks(4);
+        let (mut body, dropped_unread) = wrapped(body, false);
+        read_frames(&mut body, 5).await;
+        assert!(body.is_end_stream());
+        drop(body);
+        assert!(!dropped_unread.load(Ordering::Relaxed));
+        assert_eq!(taken.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn a_client_waiting_for_100_continue_is_not_asked_for_its_body() {
+        let (body, taken) = chunks(10);
+        let (body, dropped_unread) = wrapped(body, true);
+        drop(body);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!dropped_unread.load(Ordering::Relaxed));
+        assert_eq!(taken.load(Ordering::Relaxed), 0);
+        // Once read from, it was asked for its body, and is read to its end.
+        let (body, taken) = chunks(10);
+        let (mut body, dropped_unread) = wrapped(body, true);
+        read_frames(&mut body, 1).await;
+        drop(body);
+        assert!(dropped_unread.load(Ordering::Relaxed));
+        assert_eq!(until_taken(&taken, 10).await, 10);
     }
 }

@@ -124,11 +124,12 @@ async fn remove(State(s): State<Arc<Service>>, request: Request) -> Response {
     let started = Instant::now();
     let answer = match admit(&s, &request) {
         Err(refusal) => {
-            // Answered before its body: the body is read behind the answer,
-            // and the connection then closed rather than kept for another
-            // request (a refused client's place is given back at once).
-            let deadline = tokio::time::Instant::from_std(started + s.body_timeout);
-            linger::drain_in_background(request, deadline, s.body_limit);
+            // Answered before its body: dropped here, the body is read
+            // behind the answer (linger's layer), and the connection then
+            // closed rather than kept for another request (a refused
+            // client's place is given back at once; said here too for a
+            // client waiting for 100 Continue, which is not read from).
+            drop(request);
             let mut answer = refusal.into_response();
             answer
                 .headers_mut()
