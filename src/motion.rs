@@ -1090,18 +1090,23 @@ mod tests {
         v
     }
 
+    /// A `w` x `h` level whose pixel (x, y) is `value(x, y)`.
+    fn level_of(w: usize, h: usize, value: impl Fn(i32, i32) -> u8) -> Level {
+        Level {
+            width: w,
+            height: h,
+            luma: (0..w * h)
+                .map(|i| value((i % w) as i32, (i / w) as i32))
+                .collect(),
+        }
+    }
+
     #[test]
     fn the_sad_of_a_block_is_the_plain_sum_everywhere() {
         // Not a multiple of BLOCK either way: partial blocks on the right
         // and at the bottom, vectors reaching past every border.
         let (w, h) = (44usize, 37usize);
-        let level = |seed: u32| Level {
-            width: w,
-            height: h,
-            luma: (0..w * h)
-                .map(|i| texture((i % w) as i32, (i / w) as i32, seed) as u8)
-                .collect(),
-        };
+        let level = |seed| level_of(w, h, |x, y| texture(x, y, seed) as u8);
         let (from, to) = (level(1), level(2));
         let plain = |block: &BlockRef, v: [i32; 2]| -> u32 {
             (block.y0..block.y1)
@@ -1144,19 +1149,15 @@ mod tests {
         // (the general one), with vectors reaching past the borders; a
         // picture of strong contrast, so that sums run high.
         let (w, h) = (44usize, 37usize);
-        let level = |seed: u32| Level {
-            width: w,
-            height: h,
-            luma: (0..w * h)
-                .map(|i| {
-                    let t = texture((i % w) as i32, (i / w) as i32, seed) as u32;
-                    if t.is_multiple_of(2) {
-                        255
-                    } else {
-                        (t % 7) as u8
-                    }
-                })
-                .collect(),
+        let level = |seed| {
+            level_of(w, h, |x, y| {
+                let t = texture(x, y, seed) as u32;
+                if t.is_multiple_of(2) {
+                    255
+                } else {
+                    (t % 7) as u8
+                }
+            })
         };
         let (from, to) = (level(3), level(4));
         let (mut scratch, mut costs) = (CostScratch::default(), Vec::new());

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MPL-2.0
-//! Reading and dropping the body of a request refused before its body was
-//! read, so that the client gets to read the answer.
+//! Reading and dropping the body of a request answered before its body was
+//! read to its end, so that the client gets to read the answer.
 //!
 //! Most clients (rembg's Python ones, this project's tests) send the whole
 //! body before they read anything. A socket closed with bytes unread is
 //! reset, and the reset can break the client's write or reach it before the
 //! answer, which it then never sees: the client reports a broken
-//! connection, not the 503 or 400 it was sent. So the answer goes out at
-//! once and the body is read to its end behind it, bounded in time and
-//! size, as web servers' "lingering close" does.
+//! connection, not the 503, 413 or 400 it was sent. So the answer goes out
+//! at once and the body is read to its end behind it, bounded in time, as
+//! web servers' "lingering close" does.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,9 +28,9 @@ use hyper::body::{Body as _, Frame, SizeHint};
 pub struct Lingering(pub std::time::Duration);
 
 /// Every request's body: one its handler answered before reading to the
-/// end (a 404 or 405 with a body, the body limit's 413, an upload refused
-/// after its first part) is read to its end behind the answer, which
-/// closes the connection. Without this, a client still sending is reset
+/// end (a 404 or 405 with a body, the body limit's 413, a refusal before
+/// the body) is read to its end behind the answer, which closes the
+/// connection (it cannot carry another request before that body's end). Without this, a client still sending is reset
 /// and never sees why (nginx's and Apache's "lingering close" do the same;
 /// bounded in time only, as theirs are: a client that sends past the
 /// deadline is cut off).
@@ -41,8 +41,8 @@ pub async fn linger_layer(
 ) -> Response {
     let deadline = tokio::time::Instant::now() + lingering.0;
     let awaits_continue = awaits_continue(&request);
-    let dropped_unread = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&dropped_unread);
+    let left_unread = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&left_unread);
     let request = request.map(|body| {
         Body::new(DrainOnDrop {
             body: Some(body),
@@ -50,11 +50,11 @@ pub async fn linger_layer(
             polled: false,
             awaits_continue,
             deadline,
-            dropped_unread: flag,
+            left_unread: flag,
         })
     });
     let mut response = next.run(request).await;
-    if dropped_unread.load(Ordering::Relaxed) {
+    if left_unread.load(Ordering::Relaxed) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -83,7 +83,8 @@ struct DrainOnDrop {
     polled: bool,
     awaits_continue: bool,
     deadline: tokio::time::Instant,
-    dropped_unread: Arc<AtomicBool>,
+    /// Set when dropped before its end, read behind or not.
+    left_unread: Arc<AtomicBool>,
 }
 
 impl hyper::body::Body for DrainOnDrop {
@@ -120,14 +121,17 @@ impl hyper::body::Body for DrainOnDrop {
 impl Drop for DrainOnDrop {
     fn drop(&mut self) {
         let Some(body) = self.body.take() else { return };
-        if self.ended || body.is_end_stream() || (self.awaits_continue && !self.polled) {
+        if self.ended || body.is_end_stream() {
+            return;
+        }
+        self.left_unread.store(true, Ordering::Relaxed);
+        if self.awaits_continue && !self.polled {
             return;
         }
         // Dropped outside a runtime (a test's): nothing to read it on.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        self.dropped_unread.store(true, Ordering::Relaxed);
         let deadline = self.deadline;
         runtime.spawn(async move {
             let _ = tokio::time::timeout_at(deadline, drain(body)).await;
@@ -194,7 +198,7 @@ mod tests {
         assert_eq!(taken.load(Ordering::Relaxed), 10);
     }
 
-    /// `body` as the layer wraps it; the flag it sets when dropped unread.
+    /// `body` as the layer wraps it; the flag it sets when left unread.
     fn wrapped(body: Body, awaits_continue: bool) -> (DrainOnDrop, Arc<AtomicBool>) {
         let flag = Arc::new(AtomicBool::new(false));
         let wrapped = DrainOnDrop {
@@ -203,7 +207,7 @@ mod tests {
             polled: false,
             awaits_continue,
             deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(5),
-            dropped_unread: Arc::clone(&flag),
+            left_unread: Arc::clone(&flag),
         };
         (wrapped, flag)
     }
@@ -228,10 +232,10 @@ mod tests {
     #[tokio::test]
     async fn a_body_dropped_part_read_is_read_to_its_end_behind_the_answer() {
         let (body, taken) = chunks(10);
-        let (mut body, dropped_unread) = wrapped(body, false);
+        let (mut body, left_unread) = wrapped(body, false);
         read_frames(&mut body, 3).await;
         drop(body);
-        assert!(dropped_unread.load(Ordering::Relaxed));
+        assert!(left_unread.load(Ordering::Relaxed));
         assert_eq!(until_taken(&taken, 10).await, 10);
     }
 
@@ -239,28 +243,29 @@ mod tests {
     async fn a_body_read_to_its_end_is_left_alone() {
         // Chunked: the body never says it is at its end; reading says so.
         let (body, taken) = chunks(4);
-        let (mut body, dropped_unread) = wrapped(body, false);
+        let (mut body, left_unread) = wrapped(body, false);
         read_frames(&mut body, 5).await;
         assert!(body.is_end_stream());
         drop(body);
-        assert!(!dropped_unread.load(Ordering::Relaxed));
+        assert!(!left_unread.load(Ordering::Relaxed));
         assert_eq!(taken.load(Ordering::Relaxed), 4);
     }
 
     #[tokio::test]
     async fn a_client_waiting_for_100_continue_is_not_asked_for_its_body() {
         let (body, taken) = chunks(10);
-        let (body, dropped_unread) = wrapped(body, true);
+        let (body, left_unread) = wrapped(body, true);
         drop(body);
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(!dropped_unread.load(Ordering::Relaxed));
         assert_eq!(taken.load(Ordering::Relaxed), 0);
+        // Its connection still closes: the body may yet come.
+        assert!(left_unread.load(Ordering::Relaxed));
         // Once read from, it was asked for its body, and is read to its end.
         let (body, taken) = chunks(10);
-        let (mut body, dropped_unread) = wrapped(body, true);
+        let (mut body, left_unread) = wrapped(body, true);
         read_frames(&mut body, 1).await;
         drop(body);
-        assert!(dropped_unread.load(Ordering::Relaxed));
+        assert!(left_unread.load(Ordering::Relaxed));
         assert_eq!(until_taken(&taken, 10).await, 10);
     }
 }

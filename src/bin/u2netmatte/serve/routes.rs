@@ -124,17 +124,11 @@ async fn remove(State(s): State<Arc<Service>>, request: Request) -> Response {
     let started = Instant::now();
     let answer = match admit(&s, &request) {
         Err(refusal) => {
-            // Answered before its body: dropped here, the body is read
-            // behind the answer (linger's layer), and the connection then
-            // closed rather than kept for another request (a refused
-            // client's place is given back at once; said here too for a
-            // client waiting for 100 Continue, which is not read from).
+            // Answered before its body: dropped unread, the body is read
+            // behind the answer and the connection then closed (linger's
+            // layer), so a refused client's place is given back at once.
             drop(request);
-            let mut answer = refusal.into_response();
-            answer
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            answer
+            refusal.into_response()
         }
         Ok(admitted) => {
             // The whole request, from its arrival: reading, decoding, the
