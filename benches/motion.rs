@@ -101,6 +101,21 @@ fn small(preparer: &mut Preparer, tensor: &mut [f32], frame: &[u8], out: &mut Ve
     preparer.small_rgb(RGB, out);
 }
 
+/// `frames` (640x480 RGB) at a model's size, `side` x `side`, as the
+/// element keeps them.
+fn small_copies(frames: &[Vec<u8>], side: u32) -> Vec<Vec<u8>> {
+    let mut preparer = Preparer::new(side, side, Normalization::IMAGENET);
+    let mut tensor = vec![0f32; preparer.tensor_len()];
+    frames
+        .iter()
+        .map(|f| {
+            let mut out = Vec::new();
+            small(&mut preparer, &mut tensor, f, &mut out);
+            out
+        })
+        .collect()
+}
+
 /// The element's own mask of each small frame (320x320 GRAY8).
 fn own_masks(small: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let pipeline = common::pipeline(&format!(
@@ -156,6 +171,19 @@ fn cached_own_masks(clip: &str, small: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let _ = std::fs::create_dir_all(&dir);
     let _ = std::fs::write(&path, masks.concat());
     masks
+}
+
+/// ISNet's input size: the element estimates motion at the model's size,
+/// on a reduced copy when it is this large.
+const LARGE_SIDE: u32 = 1024;
+
+/// `mask` (the model's, `MODEL_SIDE` square) at `side` x `side`, each pixel
+/// the nearest: a mask of a larger model to time moving, not to measure.
+fn upscaled(mask: &[u8], side: u32) -> Vec<u8> {
+    let (from, to) = (MODEL_SIDE as usize, side as usize);
+    (0..to * to)
+        .map(|i| mask[(i / to) * from / to * from + (i % to) * from / to])
+        .collect()
 }
 
 /// A cut between two consecutive frames: their colour histograms (4
@@ -250,17 +278,19 @@ fn errors(small: &[Vec<u8>], masks: &[Vec<u8>], cut: &[bool], lag: usize) -> (Er
     (within, across)
 }
 
-/// Milliseconds a frame of the element's motion step (640x480 frames):
-/// keeping the small copy, estimating, moving the mask (and snapping it
-/// to the picture's edges), its mean shift;
-/// the median over `runs` runs of the mean over the frames, at a lag of 3.
-fn timing(frames: &[Vec<u8>], small: &[Vec<u8>], masks: &[Vec<u8>], runs: usize) -> f64 {
-    let mut preparer = Preparer::new(MODEL_SIDE, MODEL_SIDE, Normalization::IMAGENET);
+/// Milliseconds a frame of the element's motion step (640x480 frames)
+/// with a model of `side` x `side` (`masks` at that size): keeping the
+/// small copy, estimating, moving the mask (and snapping it to the
+/// picture's edges), its mean shift; the median over `runs` runs of the
+/// mean over the frames, at a lag of 3.
+fn timing(frames: &[Vec<u8>], masks: &[Vec<u8>], side: u32, runs: usize) -> f64 {
+    let small = small_copies(frames, side);
+    let mut preparer = Preparer::new(side, side, Normalization::IMAGENET);
     let mut tensor = vec![0f32; preparer.tensor_len()];
     let mut estimator = MotionEstimator::new();
     let mut snap = EdgeSnap::new();
     let (mut copy, mut moved) = (Vec::new(), Vec::new());
-    let scale = (640.0 / MODEL_SIDE as f32, 480.0 / MODEL_SIDE as f32);
+    let scale = (640.0 / side as f32, 480.0 / side as f32);
     let mut per_run: Vec<f64> = (0..runs)
         .map(|_| {
             let mut total = 0.0;
@@ -281,7 +311,7 @@ fn timing(frames: &[Vec<u8>], small: &[Vec<u8>], masks: &[Vec<u8>], runs: usize)
                 let start = Instant::now();
                 preparer.small_rgb(RGB, &mut copy);
                 let field = estimator
-                    .estimate(&small[t - 3], &copy, MODEL_SIDE, MODEL_SIDE)
+                    .estimate(&small[t - 3], &copy, side, side)
                     .unwrap();
                 field.warp_mask_onto(&masks[t - 3], &copy, &mut snap, &mut moved);
                 std::hint::black_box(field.mean_shift(&moved, scale));
@@ -320,16 +350,7 @@ fn main() {
     for clip in &clips {
         let path = format!("{}/.deps/clips/{clip}", common::top());
         let (decoded, fps) = decode(&path, frames);
-        let mut preparer = Preparer::new(MODEL_SIDE, MODEL_SIDE, Normalization::IMAGENET);
-        let mut tensor = vec![0f32; preparer.tensor_len()];
-        let small: Vec<Vec<u8>> = decoded
-            .iter()
-            .map(|f| {
-                let mut out = Vec::new();
-                small(&mut preparer, &mut tensor, f, &mut out);
-                out
-            })
-            .collect();
+        let small = small_copies(&decoded, MODEL_SIDE);
         let masks = cached_own_masks(clip, &small);
         let cut = cuts(&small);
         // The next frame's mask, moved: the motion of one frame is small
@@ -361,16 +382,20 @@ fn main() {
                 all.lower_by()
             );
         }
-        timings.push((clip, timing(&decoded, &small, &masks, runs)));
+        let ms = timing(&decoded, &masks, MODEL_SIDE, runs);
+        let large: Vec<Vec<u8>> = masks.iter().map(|m| upscaled(m, LARGE_SIDE)).collect();
+        timings.push((clip, ms, timing(&decoded, &large, LARGE_SIDE, runs)));
         smoothing.push((clip, small, masks));
     }
     println!(
         "\n## Cost of the motion step a frame, 640x480 frames (small copy, estimate, move, mean shift); median of {runs} runs\n"
     );
-    println!("| clip | ms a frame |");
-    println!("|---|---|");
-    for (clip, ms) in timings {
-        println!("| {clip} | {ms:.2} |");
+    println!(
+        "| clip | ms a frame, model at 320x320 (the U2Net family) | ms a frame, model at {LARGE_SIDE}x{LARGE_SIDE} (ISNet; motion on a copy reduced by 3, the model's masks scaled up) |"
+    );
+    println!("|---|---|---|");
+    for (clip, ms, large_ms) in timings {
+        println!("| {clip} | {ms:.2} | {large_ms:.2} |");
     }
     println!(
         "\n## temporal-smoothing on the same frames and masks, at the model's size: flicker \
