@@ -594,9 +594,11 @@ fn reduced_luma_of(rgb: &[u8], width: usize, height: usize, factor: usize, out: 
 
 /// The whole factor a `width` x `height` picture is reduced by before its
 /// motion is estimated: the least that brings its longer side to at most
-/// [`WORK_SIDE`].
+/// [`WORK_SIDE`], but none that takes its shorter side below
+/// [`COARSEST`] (a wide, low picture keeps its rows).
 fn reduction(width: usize, height: usize) -> usize {
-    width.max(height).div_ceil(WORK_SIDE).max(1)
+    let fit = width.max(height).div_ceil(WORK_SIDE);
+    fit.min(width.min(height) / COARSEST).max(1)
 }
 
 /// The luma of an RGB pixel: BT.601 weights in 8-bit fixed point.
@@ -1629,6 +1631,102 @@ mod tests {
         still.scale_up(factor, w, h);
         assert!(still.is_still());
         assert_eq!(still.pixels, vec![[0.0, 0.0]; w * h]);
+    }
+
+    /// Moving a mask a run of pixels at a time gives what moving it pixel
+    /// by pixel gives, bit for bit: fractional and negative vectors,
+    /// vectors clamped at every border, runs that end at the last column,
+    /// pictures one pixel wide or high.
+    #[test]
+    fn a_mask_moved_by_runs_is_the_mask_moved_pixel_by_pixel() {
+        for (w, h) in [(37usize, 23usize), (1, 9), (9, 1), (64, 64)] {
+            let src: Vec<u8> = (0..w * h)
+                .map(|i| texture(i as i32 % w as i32, i as i32 / w as i32, 5) as u8)
+                .collect();
+            for (k, v) in [
+                [0.0, 0.0],
+                [0.5, 0.25],
+                [-1.75, 3.5],
+                [2.0, -0.125],
+                [-40.0, 0.6],
+                [50.0, -30.0],
+                [-0.3, 40.0],
+                [7.9, 7.9],
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                // Runs of this vector between runs of others, some of them
+                // reaching the last column.
+                let vectors: Vec<[f32; 2]> = (0..w * h)
+                    .map(|i| if (i % w + k) % 5 < 3 { v } else { [1.25, -0.5] })
+                    .collect();
+                let field = Field {
+                    width: w,
+                    height: h,
+                    pixels: vectors.clone(),
+                    ..Field::default()
+                };
+                let mut out = Vec::new();
+                field.warp_u8(&src, 1, &mut out);
+                let expected: Vec<u8> = vectors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| Sample::at(i % w, i / w, *v, w, h).of(|j| u32::from(src[j])))
+                    .collect();
+                assert_eq!(out, expected, "{w}x{h}, vector {v:?}");
+            }
+        }
+    }
+
+    /// Sizes that are not a multiple of the reduction, wide and low
+    /// pictures, one pixel wide: a field of the picture's size, a mask
+    /// moved to that size, and a picture that did not move keeps its mask.
+    #[test]
+    fn pictures_of_any_size_get_a_field_of_their_size() {
+        assert_eq!(reduction(1024, 64), 1);
+        assert_eq!(reduction(1024, 576), 3);
+        assert_eq!(reduction(1025, 1024), 3);
+        for (w, h) in [
+            (401usize, 3usize),
+            (1025, 1024),
+            (1, 1000),
+            (1024, 576),
+            (801, 120),
+        ] {
+            let before: Vec<u8> = (0..w * h)
+                .flat_map(|i| {
+                    let t = texture((i % w) as i32, (i / w) as i32, 2) as u8;
+                    [t, t / 2, 255 - t]
+                })
+                .collect();
+            let after: Vec<u8> = (0..w * h)
+                .flat_map(|i| {
+                    let t = texture((i % w) as i32 - 6, (i / w) as i32 - 2, 2) as u8;
+                    [t, t / 2, 255 - t]
+                })
+                .collect();
+            let mask: Vec<u8> = (0..w * h)
+                .map(|i| if i % w < w / 2 { 255 } else { 0 })
+                .collect();
+            let mut estimator = MotionEstimator::new();
+            let mut snap = EdgeSnap::new();
+            let mut out = Vec::new();
+            let still = estimator
+                .estimate(&before, &before, w as u32, h as u32)
+                .unwrap();
+            assert!(still.is_still(), "{w}x{h}");
+            still.warp_mask_onto(&mask, &before, &mut snap, &mut out);
+            assert_eq!(out, mask, "{w}x{h}");
+            let field = estimator
+                .estimate(&before, &after, w as u32, h as u32)
+                .unwrap();
+            assert_eq!((field.width(), field.height()), (w as u32, h as u32));
+            assert_eq!(field.pixels.len(), w * h);
+            field.warp_mask_onto(&mask, &after, &mut snap, &mut out);
+            assert_eq!(out.len(), w * h, "{w}x{h}");
+            assert!(field.mean_shift(&out, (1.0, 1.0)).is_finite());
+        }
     }
 
     /// ISNet's 1024x1024: the motion is estimated on a copy reduced by 3,
