@@ -418,10 +418,22 @@ fn warp_run(
     let (fx, fy) = (s.fx, s.fy);
     let (top, bottom) = (&src[s.index[0]..][..run + 1], &src[s.index[2]..][..run + 1]);
     for (i, px) in out.iter_mut().enumerate() {
-        let t = u32::from(top[i]) * (256 - fx) + u32::from(top[i + 1]) * fx;
-        let b = u32::from(bottom[i]) * (256 - fx) + u32::from(bottom[i + 1]) * fx;
-        *px = ((t * (256 - fy) + b * fy + (1 << 15)) >> 16).min(255) as u8;
+        *px = bilinear(
+            [top[i], top[i + 1], bottom[i], bottom[i + 1]].map(u32::from),
+            fx,
+            fy,
+        );
     }
+}
+
+/// The bilinear mix of four u8 values (top left, top right, bottom left,
+/// bottom right) at `fx`, `fy` (1/256ths of a pixel), rounded: at a whole
+/// pixel, the top left.
+#[inline]
+fn bilinear(corners: [u32; 4], fx: u32, fy: u32) -> u8 {
+    let top = corners[0] * (256 - fx) + corners[1] * fx;
+    let bottom = corners[2] * (256 - fx) + corners[3] * fx;
+    ((top * (256 - fy) + bottom * fy + (1 << 15)) >> 16).min(255) as u8
 }
 
 /// A bilinear sample: four source pixels and their weights, in 1/256ths
@@ -495,10 +507,7 @@ impl Sample {
     /// The sample of u8 values, rounded: at a whole pixel, that pixel's.
     #[inline]
     fn of(&self, value: impl Fn(usize) -> u32) -> u8 {
-        let (fx, fy) = (self.fx, self.fy);
-        let top = value(self.index[0]) * (256 - fx) + value(self.index[1]) * fx;
-        let bottom = value(self.index[2]) * (256 - fx) + value(self.index[3]) * fx;
-        ((top * (256 - fy) + bottom * fy + (1 << 15)) >> 16).min(255) as u8
+        bilinear(self.index.map(value), self.fx, self.fy)
     }
 
     #[inline]
