@@ -232,7 +232,7 @@ impl Field {
                 }
                 let s = Sample::at_fixed(x, y, fixed.get(*v), w, h);
                 for (c, p) in px.iter_mut().enumerate() {
-                    *p = s.of(|j| u32::from(src[j * channels + c]));
+                    *p = s.of(|j| src[j * channels + c]);
                 }
             }
         }
@@ -245,7 +245,7 @@ impl Field {
     /// vectors lead to (behind a subject that moved on, the background's).
     pub fn warp_mask(&self, mask: &[u8], out: &mut Vec<u8>) {
         self.warp_u8(mask, 1, out);
-        self.uncover(out, |s| s.of(|j| u32::from(mask[j])));
+        self.uncover(out, |s| s.of(|j| mask[j]));
     }
 
     /// Moves a mask as [`Field::warp_mask`] does, onto `to` (the picture
@@ -410,7 +410,7 @@ fn warp_run(
     let last = first + (run as i64 - 1) * 256;
     if first < 0 || last >= (w as i64 - 1) * 256 {
         for (i, px) in out.iter_mut().enumerate() {
-            *px = Sample::at_fixed(x + i, y, f, w, h).of(|j| u32::from(src[j]));
+            *px = Sample::at_fixed(x + i, y, f, w, h).of(|j| src[j]);
         }
         return;
     }
@@ -418,11 +418,7 @@ fn warp_run(
     let (fx, fy) = (s.fx, s.fy);
     let (top, bottom) = (&src[s.index[0]..][..run + 1], &src[s.index[2]..][..run + 1]);
     for (i, px) in out.iter_mut().enumerate() {
-        *px = bilinear(
-            [top[i], top[i + 1], bottom[i], bottom[i + 1]].map(u32::from),
-            fx,
-            fy,
-        );
+        *px = bilinear([top[i], top[i + 1], bottom[i], bottom[i + 1]], fx, fy);
     }
 }
 
@@ -430,7 +426,8 @@ fn warp_run(
 /// bottom right) at `fx`, `fy` (1/256ths of a pixel), rounded: at a whole
 /// pixel, the top left.
 #[inline]
-fn bilinear(corners: [u32; 4], fx: u32, fy: u32) -> u8 {
+fn bilinear(corners: [u8; 4], fx: u32, fy: u32) -> u8 {
+    let corners = corners.map(u32::from);
     let top = corners[0] * (256 - fx) + corners[1] * fx;
     let bottom = corners[2] * (256 - fx) + corners[3] * fx;
     ((top * (256 - fy) + bottom * fy + (1 << 15)) >> 16).min(255) as u8
@@ -506,7 +503,7 @@ impl Sample {
 
     /// The sample of u8 values, rounded: at a whole pixel, that pixel's.
     #[inline]
-    fn of(&self, value: impl Fn(usize) -> u32) -> u8 {
+    fn of(&self, value: impl Fn(usize) -> u8) -> u8 {
         bilinear(self.index.map(value), self.fx, self.fy)
     }
 
@@ -1681,7 +1678,7 @@ mod tests {
                 let expected: Vec<u8> = vectors
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| Sample::at(i % w, i / w, *v, w, h).of(|j| u32::from(src[j])))
+                    .map(|(i, v)| Sample::at(i % w, i / w, *v, w, h).of(|j| src[j]))
                     .collect();
                 assert_eq!(out, expected, "{w}x{h}, vector {v:?}");
             }
