@@ -1644,6 +1644,22 @@ mod tests {
     /// vectors clamped at every border, runs that end at the last column,
     /// pictures one pixel wide or high.
     #[test]
+    fn the_bilinear_mix_weighs_the_corners_by_their_distance() {
+        // A whole pixel is the top left's exactly.
+        assert_eq!(bilinear([9, 1, 2, 3], 0, 0), 9);
+        // Halfway along a row, halfway down a column.
+        assert_eq!(bilinear([0, 255, 0, 255], 128, 0), 128);
+        assert_eq!(bilinear([0, 0, 200, 200], 0, 128), 100);
+        // A quarter across and three quarters down: (10 * 3 + 50) / 4 = 20
+        // on top, (90 * 3 + 130) / 4 = 100 below, 20 / 4 + 100 * 3 / 4 = 80.
+        assert_eq!(bilinear([10, 50, 90, 130], 64, 192), 80);
+        // Rounded to the nearest: 1/256th of the way from 0 to 255 is 0.996.
+        assert_eq!(bilinear([0, 255, 0, 255], 1, 0), 1);
+        // The largest weights stay within 255.
+        assert_eq!(bilinear([255; 4], 255, 255), 255);
+    }
+
+    #[test]
     fn a_mask_moved_by_runs_is_the_mask_moved_pixel_by_pixel() {
         for (w, h) in [(37usize, 23usize), (1, 9), (9, 1), (64, 64)] {
             let src: Vec<u8> = (0..w * h)
