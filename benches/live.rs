@@ -9,7 +9,7 @@
 //! (frames of each clip, default 150; 0 skips the stability table),
 //! FLICKER_CLIPS (clips in .deps/clips, default vtest.avi,Megamind.avi),
 //! FLICKER_STRENGTHS (the temporal-smoothing weights, default
-//! 0.5,0.8,0.9,0.94),
+//! 0.5,0.8,0.9,0.93,0.94),
 //! BENCH_TOP (the project folder, default where it was built).
 
 mod common;
@@ -347,7 +347,7 @@ fn main() {
 
     let frames = common::env_u64("FLICKER_FRAMES", 150);
     if frames > 0 {
-        let strengths = common::env_numbers("FLICKER_STRENGTHS", "0.5,0.8,0.9,0.94");
+        let strengths = common::env_numbers("FLICKER_STRENGTHS", "0.5,0.8,0.9,0.93,0.94");
         for clip in common::env_list("FLICKER_CLIPS", "vtest.avi,Megamind.avi") {
             temporal_stability(&clip, frames, &strengths);
         }
