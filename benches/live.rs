@@ -398,7 +398,7 @@ fn temporal_stability(name: &str, frames: u64, strengths: &[f64]) {
         let masks = pick(run);
         let f = flicker(w, h, &rgb, &masks);
         println!(
-            "| {smoothing} | {motion} | {f:.4} | {:.0} % | {:.4} |",
+            "| {smoothing} | {motion} | {f:.4} | {:.1} % | {:.4} |",
             100.0 * f / base,
             drift(&masks, &per_frame)
         );
