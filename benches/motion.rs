@@ -28,7 +28,9 @@
 //! 200), MOTION_SMOOTHING (the temporal-smoothing weights, default
 //! 0.8,0.9,0.94),
 //! MOTION_RUNS (timing runs, default 5), MOTION_CACHE (a folder to keep
-//! the model's masks in between runs), BENCH_TOP (the project folder).
+//! the model's masks in between runs), MOTION_BOUND (set: also what an
+//! oracle's choice among the candidate vectors would leave, slow),
+//! BENCH_TOP (the project folder).
 
 mod common;
 
@@ -37,7 +39,7 @@ use std::time::Instant;
 use gst::prelude::*;
 use gst_video::prelude::*;
 use gstu2netmatte::edge_snap::EdgeSnap;
-use gstu2netmatte::motion::MotionEstimator;
+use gstu2netmatte::motion::{self, BLOCK, Field, MotionEstimator};
 use gstu2netmatte::prep::{Frame, Normalization, PixelLayout, Preparer};
 use gstu2netmatte::temporal::{TemporalSmoother, box_blur_3x3, channel_change};
 
@@ -225,11 +227,16 @@ fn iou(a: &[u8], b: &[u8]) -> Option<f64> {
     (union > 0).then(|| inter as f64 / union as f64)
 }
 
-/// 1-IoU of borrowed masks, as they are and moved, added up.
+/// 1-IoU of borrowed masks, as they are and moved, added up; and, when
+/// asked for (MOTION_BOUND), of the moved masks with an oracle's vectors
+/// ([`oracle_vectors`]): any candidate's, and only those the picture
+/// cannot tell from the best.
 #[derive(Default)]
 struct Errors {
     plain: f64,
     moved: f64,
+    oracle: f64,
+    oracle_among_ties: f64,
     count: usize,
 }
 
@@ -238,6 +245,12 @@ impl Errors {
         self.plain += plain;
         self.moved += moved;
         self.count += 1;
+    }
+
+    /// The oracles' means.
+    fn oracle_means(&self) -> (f64, f64) {
+        let n = self.count.max(1) as f64;
+        (self.oracle / n, self.oracle_among_ties / n)
     }
 
     fn means(&self) -> (f64, f64) {
@@ -252,9 +265,110 @@ impl Errors {
     }
 }
 
-/// 1-IoU of frame t - `lag`'s mask against frame t's, as it is and moved:
-/// for the pairs within one shot, and for those across a cut.
-fn errors(small: &[Vec<u8>], masks: &[Vec<u8>], cut: &[bool], lag: usize) -> (Errors, Errors) {
+/// The candidates the oracle may take in its second run: those whose RGB
+/// SAD over a block is within this share of the least one's (or 1 level
+/// of it, where the least is 0).
+const TIE: f64 = 1.1;
+
+/// How far a mask is from frame t's own mask over some pixels: how many
+/// pixels fall on the other side of 0.5 (what 1-IoU counts), then the sum
+/// of |difference| (to break ties).
+fn mask_distance(mask: impl Iterator<Item = (u8, u8)>) -> (u32, u32) {
+    mask.fold((0, 0), |(wrong, sum), (a, b)| {
+        (
+            wrong + u32::from((a > 127) != (b > 127)),
+            sum + u32::from(a.abs_diff(b)),
+        )
+    })
+}
+
+/// Frame t - lag's mask moved onto frame t (`moved`, as the element
+/// moves it), with each [`BLOCK`] square block given instead, among its
+/// candidate vectors, the one whose moved mask is nearest frame t's own
+/// mask (`own`; [`mask_distance`]), where that is nearer than `moved`
+/// there: an oracle, which a player cannot have, bounding what one vector
+/// a block, chosen among these, could do (fewer pixels on the wrong side
+/// never raise 1-IoU). A block it replaces is moved plainly (bilinear,
+/// without the element's care for uncovered pixels and its snap to the
+/// picture's edges). Twice: among all candidates, and among those whose
+/// RGB SAD (`from` moved against `to`) over the block is within [`TIE`]
+/// of the least. The blocks are in the picture's pixels: the field's own
+/// only at the model's size, where it is not estimated on a reduced copy.
+fn oracle_vectors(
+    field: &Field,
+    (from, to): (&[u8], &[u8]),
+    (mask, own): (&[u8], &[u8]),
+    moved: &[u8],
+) -> (Vec<u8>, Vec<u8>) {
+    let side = MODEL_SIDE as usize;
+    let size = (MODEL_SIDE, MODEL_SIDE);
+    assert_eq!((field.width(), field.height()), size);
+    let (mut any, mut among_ties) = (moved.to_vec(), moved.to_vec());
+    let mut candidates = Vec::new();
+    for (bx, by) in
+        (0..side.div_ceil(BLOCK)).flat_map(|by| (0..side.div_ceil(BLOCK)).map(move |bx| (bx, by)))
+    {
+        let pixels: Vec<(u32, u32)> = (by * BLOCK..((by + 1) * BLOCK).min(side))
+            .flat_map(|y| {
+                (bx * BLOCK..((bx + 1) * BLOCK).min(side)).map(move |x| (x as u32, y as u32))
+            })
+            .collect();
+        let at = |(x, y): (u32, u32)| y as usize * side + x as usize;
+        field.candidates_at(pixels[0].0, pixels[0].1, &mut candidates);
+        let mask_cost = |v: [f32; 2]| {
+            mask_distance(
+                pixels
+                    .iter()
+                    .map(|&p| (motion::sample(mask, (1, 0), p, v, size), own[at(p)])),
+            )
+        };
+        let picture_cost = |v: [f32; 2]| -> u32 {
+            pixels
+                .iter()
+                .flat_map(|&p| (0..3).map(move |c| (p, c)))
+                .map(|(p, c)| {
+                    u32::from(motion::sample(from, (3, c), p, v, size).abs_diff(to[3 * at(p) + c]))
+                })
+                .sum()
+        };
+        let as_moved = mask_distance(pixels.iter().map(|&p| (moved[at(p)], own[at(p)])));
+        let costs: Vec<((u32, u32), u32)> = candidates
+            .iter()
+            .map(|&v| (mask_cost(v), picture_cost(v)))
+            .collect();
+        let least_picture = costs.iter().map(|c| c.1).min().unwrap_or(0);
+        let best = |out: &mut Vec<u8>, allowed: &dyn Fn(u32) -> bool| {
+            let chosen = candidates
+                .iter()
+                .zip(&costs)
+                .filter(|(_, (_, picture))| allowed(*picture))
+                .min_by_key(|(_, (m, _))| *m);
+            if let Some((&v, &(m, _))) = chosen
+                && m < as_moved
+            {
+                for &p in &pixels {
+                    out[at(p)] = motion::sample(mask, (1, 0), p, v, size);
+                }
+            }
+        };
+        best(&mut any, &|_| true);
+        best(&mut among_ties, &|picture| {
+            f64::from(picture) <= TIE * f64::from(least_picture) + 1.0
+        });
+    }
+    (any, among_ties)
+}
+
+/// 1-IoU of frame t - `lag`'s mask against frame t's, as it is and moved
+/// (and with the oracles' vectors when `bound`): for the pairs within one
+/// shot, and for those across a cut.
+fn errors(
+    small: &[Vec<u8>],
+    masks: &[Vec<u8>],
+    cut: &[bool],
+    lag: usize,
+    bound: bool,
+) -> (Errors, Errors) {
     let mut estimator = MotionEstimator::new();
     let mut snap = EdgeSnap::new();
     let mut moved = Vec::new();
@@ -268,12 +382,21 @@ fn errors(small: &[Vec<u8>], masks: &[Vec<u8>], cut: &[bool], lag: usize) -> (Er
         let (Some(a), Some(b)) = (iou(&masks[t - lag], &masks[t]), iou(&moved, &masks[t])) else {
             continue;
         };
-        let errors = if cut[t - lag + 1..=t].contains(&true) {
+        let across_a_cut = cut[t - lag + 1..=t].contains(&true);
+        let errors = if across_a_cut {
             &mut across
         } else {
             &mut within
         };
         errors.add(1.0 - a, 1.0 - b);
+        // Only the pairs within a shot are shown with the oracle.
+        if bound && !across_a_cut {
+            let pictures = (small[t - lag].as_slice(), small[t].as_slice());
+            let (any, among_ties) =
+                oracle_vectors(field, pictures, (&masks[t - lag], &masks[t]), &moved);
+            errors.oracle += 1.0 - iou(&any, &masks[t]).unwrap_or(1.0);
+            errors.oracle_among_ties += 1.0 - iou(&among_ties, &masks[t]).unwrap_or(1.0);
+        }
     }
     (within, across)
 }
@@ -347,6 +470,8 @@ fn main() {
     let mut smoothing = Vec::new();
     let clips = common::env_list("MOTION_CLIPS", CLIPS);
     let strengths = common::env_numbers("MOTION_SMOOTHING", "0.8,0.9,0.94");
+    let bound = std::env::var_os("MOTION_BOUND").is_some();
+    let mut bounds = Vec::new();
     for clip in &clips {
         let path = format!("{}/.deps/clips/{clip}", common::top());
         let (decoded, fps) = decode(&path, frames);
@@ -359,15 +484,16 @@ fn main() {
         // or out, a faint person seen or not), which no moved mask can
         // follow. It still holds one frame's motion error, so it is a
         // little too high, and the share above it a little flattering.
-        let (_, floor) = errors(&small, &masks, &cut, 1).0.means();
+        let (_, floor) = errors(&small, &masks, &cut, 1, false).0.means();
         for age in AGES_MS {
             let lag = ((age as f64 * fps / 1000.0).round() as usize).max(1);
-            let (within, across) = errors(&small, &masks, &cut, lag);
+            let (within, across) = errors(&small, &masks, &cut, lag, bound);
             let (plain, moved) = within.means();
             let all = Errors {
                 plain: within.plain + across.plain,
                 moved: within.moved + across.moved,
                 count: within.count + across.count,
+                ..Errors::default()
             };
             println!(
                 "| {clip} | {fps:.0} | {age} ({lag} frames) | {} | {plain:.3} | {moved:.3} | {:.0} % | {floor:.3} | {:.0} % | {} | {:.0} % |",
@@ -381,11 +507,40 @@ fn main() {
                 across.count,
                 all.lower_by()
             );
+            if bound {
+                let (any, among_ties) = within.oracle_means();
+                let lower = |e: f64| 100.0 * (1.0 - e / plain);
+                bounds.push(format!(
+                    "| {clip} | {age} | {plain:.4} | {moved:.4} ({:.1} %) | {any:.4} ({:.1} %) | {among_ties:.4} ({:.1} %) |",
+                    within.lower_by(),
+                    lower(any),
+                    lower(among_ties)
+                ));
+            }
         }
         let ms = timing(&decoded, &masks, MODEL_SIDE, runs);
         let large: Vec<Vec<u8>> = masks.iter().map(|m| upscaled(m, LARGE_SIDE)).collect();
         timings.push((clip, ms, timing(&decoded, &large, LARGE_SIDE, runs)));
         smoothing.push((clip, small, masks));
+    }
+    if bound {
+        println!(
+            "\n## What other vectors could do: each 8x8 block of the moved mask takes, among its \
+             candidate vectors (its own, its neighbours', the dominant ones), the one whose moved \
+             mask is nearest the frame's own mask, where that is nearer (an oracle, which a \
+             player cannot have; its blocks moved plainly, without the care for uncovered pixels \
+             or the snap); 1-IoU within a shot, and in brackets how much lower than the mask as \
+             it is\n"
+        );
+        println!(
+            "| clip | mask age ms | as it is | moved | oracle, any candidate | oracle, candidates \
+             whose RGB SAD is within {:.0} % of the least |",
+            100.0 * (TIE - 1.0)
+        );
+        println!("|---|---|---|---|---|---|");
+        for row in &bounds {
+            println!("{row}");
+        }
     }
     println!(
         "\n## Cost of the motion step a frame, 640x480 frames (small copy, estimate, move, mean shift); median of {runs} runs\n"

@@ -275,13 +275,11 @@ impl Field {
             return;
         }
         let mut candidates = Vec::with_capacity(9 + DOMINANT);
-        let scale = self.scale.max(1);
         for &i in &self.disoccluded {
             let i = i as usize;
             let (x, y) = (i % w, i / w);
-            self.candidates(x / scale / BLOCK, y / scale / BLOCK, &mut candidates);
-            for v in &candidates {
-                let v = v.map(|c| c * scale as f32);
+            self.candidates_at(x as u32, y as u32, &mut candidates);
+            for &v in &candidates {
                 let value = sample(&Sample::at(x, y, v, w, h));
                 if value < moved[i] {
                     moved[i] = value;
@@ -304,6 +302,26 @@ impl Field {
             if !out.iter().any(|d| same_motion(*d, v)) {
                 out.push(v);
             }
+        }
+    }
+
+    /// The vectors that pixel (`x`, `y`) of `to` chooses among, in the
+    /// picture's pixels: where its block matches poorly or borders another
+    /// motion, and where it shows what was hidden. Its block's first, then
+    /// those of the blocks around and the dominant ones, one of each
+    /// motion (vectors closer than a pixel count once); none outside the
+    /// picture. Also for `make bench-motion`'s bound on what other vectors
+    /// could do.
+    pub fn candidates_at(&self, x: u32, y: u32, out: &mut Vec<[f32; 2]>) {
+        out.clear();
+        if x as usize >= self.width || y as usize >= self.height {
+            return;
+        }
+        let scale = self.scale.max(1);
+        let (bx, by) = (x as usize / scale / BLOCK, y as usize / scale / BLOCK);
+        self.candidates(bx, by, out);
+        for v in out.iter_mut() {
+            *v = v.map(|c| c * scale as f32);
         }
     }
 
@@ -431,6 +449,28 @@ fn bilinear(corners: [u8; 4], fx: u32, fy: u32) -> u8 {
     let top = corners[0] * (256 - fx) + corners[1] * fx;
     let bottom = corners[2] * (256 - fx) + corners[3] * fx;
     ((top * (256 - fy) + bottom * fy + (1 << 15)) >> 16).min(255) as u8
+}
+
+/// Channel `channel` of `src` (`channels` interleaved u8 values a pixel,
+/// `width` x `height`) where the content of pixel (`x`, `y`) was: `v`
+/// away, a vector as [`Field::at`] gives it (rounded to 1/256 of a pixel).
+/// The bilinear sample that moving by a [`Field`] takes, clamped to the
+/// picture; for `make bench-motion`, which moves masks by vectors of its
+/// own choice.
+///
+/// # Panics
+/// If the picture is empty, `channel` is not below `channels`, or `src`
+/// is shorter than the picture.
+pub fn sample(
+    src: &[u8],
+    (channels, channel): (usize, usize),
+    (x, y): (u32, u32),
+    v: [f32; 2],
+    (width, height): (u32, u32),
+) -> u8 {
+    let (w, h) = (width as usize, height as usize);
+    assert!(w > 0 && h > 0 && channel < channels && src.len() >= w * h * channels);
+    Sample::at(x as usize, y as usize, v, w, h).of(|j| src[j * channels + channel])
 }
 
 /// A bilinear sample: four source pixels and their weights, in 1/256ths
@@ -1657,6 +1697,50 @@ mod tests {
         assert_eq!(bilinear([0, 255, 0, 255], 1, 0), 1);
         // The largest weights stay within 255.
         assert_eq!(bilinear([255; 4], 255, 255), 255);
+    }
+
+    #[test]
+    fn a_sample_is_the_bilinear_mix_of_one_channel_where_the_content_was() {
+        // 3 x 2 RGB: each channel's value tells the pixel and the channel.
+        let src: Vec<u8> = (0..6u8)
+            .flat_map(|p| [10 * p, 10 * p + 1, 10 * p + 2])
+            .collect();
+        let at = |channel, xy, v| sample(&src, (3, channel), xy, v, (3, 2));
+        // A whole pixel away: that pixel's value, in the channel asked for.
+        assert_eq!(at(1, (0, 0), [1.0, 1.0]), 41);
+        assert_eq!(at(2, (2, 1), [-2.0, -1.0]), 2);
+        // Halfway between pixels 0 and 1 of the top row: (0 + 10) / 2.
+        assert_eq!(at(0, (0, 0), [0.5, 0.0]), 5);
+        // Past the picture: clamped to its border.
+        assert_eq!(at(0, (0, 0), [-5.0, -5.0]), 0);
+        assert_eq!(at(0, (1, 0), [9.0, 9.0]), 50);
+    }
+
+    #[test]
+    fn candidates_at_a_pixel_are_its_blocks_first_in_the_pictures_pixels() {
+        // A 20 x 12 picture whose motion was found on a copy reduced by 2
+        // (10 x 6): two blocks, side by side, that move apart.
+        let field = Field {
+            width: 20,
+            height: 12,
+            cols: 2,
+            rows: 1,
+            scale: 2,
+            blocks: vec![[1.0, 0.0], [3.0, 0.5]],
+            ..Field::default()
+        };
+        let mut out = Vec::new();
+        // (5, 3) lies in reduced pixel (2, 1), of the left block.
+        field.candidates_at(5, 3, &mut out);
+        assert_eq!(out, [[2.0, 0.0], [6.0, 1.0]]);
+        // (17, 11), reduced (8, 5): the right block, partial, first.
+        field.candidates_at(17, 11, &mut out);
+        assert_eq!(out, [[6.0, 1.0], [2.0, 0.0]]);
+        // Outside the picture, though inside the right block's reach: none.
+        field.candidates_at(20, 0, &mut out);
+        assert!(out.is_empty());
+        field.candidates_at(0, 12, &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
