@@ -229,8 +229,8 @@ fn iou(a: &[u8], b: &[u8]) -> Option<f64> {
 
 /// 1-IoU of borrowed masks, as they are and moved, added up; and, when
 /// asked for (MOTION_BOUND), of the moved masks with an oracle's vectors
-/// ([`oracle_vectors`]): any candidate's, and only those the picture
-/// cannot tell from the best.
+/// ([`oracle_vectors`]): any candidate's, and only those within [`TIE`]
+/// of the least RGB SAD.
 #[derive(Default)]
 struct Errors {
     plain: f64,

@@ -1679,10 +1679,6 @@ mod tests {
         assert_eq!(still.pixels, vec![[0.0, 0.0]; w * h]);
     }
 
-    /// Moving a mask a run of pixels at a time gives what moving it pixel
-    /// by pixel gives, bit for bit: fractional and negative vectors,
-    /// vectors clamped at every border, runs that end at the last column,
-    /// pictures one pixel wide or high.
     #[test]
     fn the_bilinear_mix_weighs_the_corners_by_their_distance() {
         // A whole pixel is the top left's exactly.
@@ -1743,6 +1739,10 @@ mod tests {
         assert!(out.is_empty());
     }
 
+    /// Moving a mask a run of pixels at a time gives what moving it pixel
+    /// by pixel gives, bit for bit: fractional and negative vectors,
+    /// vectors clamped at every border, runs that end at the last column,
+    /// pictures one pixel wide or high.
     #[test]
     fn a_mask_moved_by_runs_is_the_mask_moved_pixel_by_pixel() {
         for (w, h) in [(37usize, 23usize), (1, 9), (9, 1), (64, 64)] {
